@@ -1,0 +1,187 @@
+/**
+ * Every error a user of Annals can meet is an {@link AnnalsError}: one base class with a literal
+ * `code` (Kafka's error names where Kafka has one), a `retriable` flag that the client's retry
+ * loop trusts, the context it happened in, and the underlying `cause`.
+ *
+ * The table of codes lives here and nowhere else; Postgres error codes are translated into these
+ * classes in one module of `@annals/storage-pg`.
+ */
+
+/** Where an error happened. Every field is optional; set what is known. */
+export interface ErrorContext {
+  readonly topic?: string;
+  readonly partition?: number;
+  readonly offset?: string;
+  readonly groupId?: string;
+  readonly eventType?: string;
+  readonly schemaVersion?: number;
+}
+
+export interface AnnalsErrorOptions extends ErrorContext {
+  readonly cause?: unknown;
+}
+
+/** The base class of every Annals error. Branch on `code`, never on the message. */
+export abstract class AnnalsError extends Error {
+  abstract readonly code: string;
+  /** True when the same call may succeed if tried again (the client's retry loop does so). */
+  readonly retriable: boolean = false;
+  readonly topic?: string;
+  readonly partition?: number;
+  readonly offset?: string;
+  readonly groupId?: string;
+  readonly eventType?: string;
+  readonly schemaVersion?: number;
+
+  constructor(message: string, options: AnnalsErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    const { cause: _cause, ...context } = options;
+    Object.assign(this, context);
+  }
+}
+
+/** A payload did not match its event contract (on publish, or on read after upcasting). */
+export class SchemaValidationError extends AnnalsError {
+  readonly code = 'SCHEMA_VALIDATION' as const;
+  /** The zod issues, unchanged. */
+  readonly issues: readonly SchemaIssue[];
+  constructor(message: string, issues: readonly SchemaIssue[], options: AnnalsErrorOptions = {}) {
+    super(message, options);
+    this.issues = issues;
+  }
+}
+
+/** A zod issue as Annals exposes it (structurally the zod v4 `$ZodIssue`). */
+export interface SchemaIssue {
+  readonly code: string;
+  readonly path: readonly PropertyKey[];
+  readonly message: string;
+  readonly [key: string]: unknown;
+}
+
+/** An event type the topic (or the registry) does not know. */
+export class UnknownEventTypeError extends AnnalsError {
+  readonly code = 'UNKNOWN_EVENT_TYPE' as const;
+}
+
+/** A stored event's version has no upcaster path to the latest, or an upcaster threw. */
+export class UpcastError extends AnnalsError {
+  readonly code = 'UPCAST_FAILED' as const;
+}
+
+/** Stored or received bytes could not be decoded (hostile or corrupt input). */
+export class CorruptRecordError extends AnnalsError {
+  readonly code = 'CORRUPT_MESSAGE' as const;
+}
+
+/** A record is larger than the topic's `max.message.bytes`. Nothing was written. */
+export class MessageTooLargeError extends AnnalsError {
+  readonly code = 'MESSAGE_TOO_LARGE' as const;
+  constructor(
+    message: string,
+    readonly size: number,
+    readonly limit: number,
+    options: AnnalsErrorOptions = {},
+  ) {
+    super(message, options);
+  }
+}
+
+/** A topic name breaks Kafka's rules: `[a-zA-Z0-9._-]`, 1–249 characters, not `.` or `..`. */
+export class InvalidTopicError extends AnnalsError {
+  readonly code = 'INVALID_TOPIC_EXCEPTION' as const;
+}
+
+export class TopicAlreadyExistsError extends AnnalsError {
+  readonly code = 'TOPIC_ALREADY_EXISTS' as const;
+}
+
+export class UnknownTopicOrPartitionError extends AnnalsError {
+  readonly code = 'UNKNOWN_TOPIC_OR_PARTITION' as const;
+}
+
+/** A partition count was invalid (zero, negative, or a decrease). */
+export class InvalidPartitionsError extends AnnalsError {
+  readonly code = 'INVALID_PARTITIONS' as const;
+}
+
+/** A topic config key is unknown or its value fails the key's validator. */
+export class InvalidConfigError extends AnnalsError {
+  readonly code = 'INVALID_CONFIG' as const;
+}
+
+/** Client or constructor options failed validation. */
+export class InvalidOptionsError extends AnnalsError {
+  readonly code = 'INVALID_OPTIONS' as const;
+}
+
+/** An offset below the log start offset or above the log end offset was asked for. */
+export class OffsetOutOfRangeError extends AnnalsError {
+  readonly code = 'OFFSET_OUT_OF_RANGE' as const;
+}
+
+/** The connection to PostgreSQL was lost or could not be made. Retriable. */
+export class ConnectionError extends AnnalsError {
+  readonly code = 'CONNECTION_ERROR' as const;
+  override readonly retriable = true;
+}
+
+/** A deadlock, serialization failure or lock timeout: the transaction rolled back. Retriable. */
+export class ConcurrentTransactionsError extends AnnalsError {
+  readonly code = 'CONCURRENT_TRANSACTIONS' as const;
+  override readonly retriable = true;
+}
+
+/**
+ * The connection died while COMMIT was in flight: the transaction may or may not have committed.
+ * An idempotent producer retries safely; otherwise the caller must check before writing again.
+ */
+export class CommitOutcomeUnknownError extends AnnalsError {
+  readonly code = 'COMMIT_OUTCOME_UNKNOWN' as const;
+}
+
+/** A newer producer with the same `transactionalId` fenced this one. */
+export class ProducerFencedError extends AnnalsError {
+  readonly code = 'PRODUCER_FENCED' as const;
+}
+
+/** A transaction stayed open longer than `transactionTimeout` and was aborted. */
+export class TransactionTimeoutError extends AnnalsError {
+  readonly code = 'TRANSACTION_TIMED_OUT' as const;
+}
+
+/** A transaction handle was used after commit or abort, or two operations raced on it. */
+export class InvalidTransactionStateError extends AnnalsError {
+  readonly code = 'INVALID_TXN_STATE' as const;
+}
+
+/** The client (or producer, or consumer) is not connected. */
+export class NotConnectedError extends AnnalsError {
+  readonly code = 'NOT_CONNECTED' as const;
+}
+
+/** A database error with no more specific Annals meaning. `sqlState` is Postgres's code. */
+export class StorageError extends AnnalsError {
+  readonly code = 'STORAGE_ERROR' as const;
+  override readonly retriable: boolean;
+  constructor(
+    message: string,
+    readonly sqlState: string | undefined,
+    retriable: boolean,
+    options: AnnalsErrorOptions = {},
+  ) {
+    super(message, options);
+    this.retriable = retriable;
+  }
+}
+
+/** The embedded PostgreSQL server could not be started or stopped. */
+export class EmbeddedServerError extends AnnalsError {
+  readonly code = 'EMBEDDED_SERVER_ERROR' as const;
+}
+
+/** True for an {@link AnnalsError} whose operation may succeed when tried again. */
+export function isRetriable(error: unknown): boolean {
+  return error instanceof AnnalsError && error.retriable;
+}
