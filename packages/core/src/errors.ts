@@ -141,6 +141,11 @@ export class CommitOutcomeUnknownError extends AnnalsError {
   readonly code = 'COMMIT_OUTCOME_UNKNOWN' as const;
 }
 
+/** An idempotent producer's sequence number skipped ahead or went back: records may be missing. */
+export class OutOfOrderSequenceError extends AnnalsError {
+  readonly code = 'OUT_OF_ORDER_SEQUENCE_NUMBER' as const;
+}
+
 /** A newer producer with the same `transactionalId` fenced this one. */
 export class ProducerFencedError extends AnnalsError {
   readonly code = 'PRODUCER_FENCED' as const;

@@ -19,6 +19,7 @@ export {
   MessageTooLargeError,
   NotConnectedError,
   OffsetOutOfRangeError,
+  OutOfOrderSequenceError,
   ProducerFencedError,
   SchemaValidationError,
   StorageError,
@@ -30,3 +31,57 @@ export {
   isRetriable,
 } from './errors.js';
 export type { AnnalsErrorOptions, ErrorContext, SchemaIssue } from './errors.js';
+
+export { defineEvent, isEventContract } from './contracts/event.js';
+export type {
+  AnySchema,
+  EventContract,
+  EventDefinitionInput,
+  EventInputOf,
+  EventOf,
+  LatestVersion,
+  Upcasters,
+  VersionMap,
+} from './contracts/event.js';
+export { defineTopic, isTopicContract } from './contracts/topic.js';
+export type { KeyValue, TopicContract, TopicDefinitionInput } from './contracts/topic.js';
+export {
+  DEFAULT_TOPIC_CONFIG,
+  TOPIC_CONFIG_KEYS,
+  describeTopicConfigKeys,
+  isTopicConfigKey,
+  resolveTopicConfig,
+  topicConfigEntries,
+} from './contracts/topic-config.js';
+export type { CleanupPolicy, ConfigEntry, TopicConfig, TopicConfigInput, TopicConfigKey } from './contracts/topic-config.js';
+export { MAX_TOPIC_NAME_LENGTH, validateTopicName } from './contracts/topic-name.js';
+export type * from './storage/log-storage.js';
+
+export { Annals } from './client/annals.js';
+export type { AnnalsInput, TransactionOptions } from './client/annals.js';
+export { Admin, ConfigResourceTypes } from './client/admin.js';
+export type {
+  AlterConfigResource,
+  ConfigEntryDescription,
+  CreateTopicsOptions,
+  DescribeConfigResource,
+  DescribeConfigResponse,
+  ITopicConfig,
+  PartitionMetadata,
+  TopicMetadataDescription,
+} from './client/admin.js';
+export { Producer, ProducerTransaction } from './client/producer.js';
+export type { ProducerBatch, ProducerInput, ProducerRecord } from './client/producer.js';
+export type { PublishOptions } from './client/prepare.js';
+export type { AnnalsTransaction } from './client/transaction.js';
+export { PartitionReader } from './client/reader.js';
+export type { Assignment, ReaderBatch, ReaderInput, ReaderRunInput, StartOffset } from './client/reader.js';
+export type { IHeaders, KafkaMessage, Message, RecordMetadata } from './client/messages.js';
+export { CONTENT_TYPE_HEADER, EVENT_TYPE_HEADER, SCHEMA_VERSION_HEADER, decodeEvent, CodecRegistry } from './client/events.js';
+export type { DecodedEvent } from './client/events.js';
+export { backoff, resolveRetry, withRetry } from './client/retry.js';
+export type { Retry, RetryInput } from './client/retry.js';
+
+export { jsonCodec, msgpackCodec, resolveDecodeLimits } from './codec/index.js';
+export type { Codec, DecodeLimits, DecodeLimitsInput, JsonCodecOptions, MsgpackCodecOptions } from './codec/index.js';
+export { murmur2, partitionFor, toPositive } from './partitioner.js';

@@ -1,0 +1,200 @@
+/**
+ * The Annals client: one per application and database. It owns the storage connection and hands
+ * out admin clients, producers, readers and transactions that share it.
+ */
+import type { Codec } from '../codec/codec.js';
+import { msgpackCodec } from '../codec/msgpack-codec.js';
+import type { TopicContract } from '../contracts/topic.js';
+import { InvalidOptionsError } from '../errors.js';
+import type { LogStorage, StoredRecord } from '../storage/log-storage.js';
+import { Admin } from './admin.js';
+import type { ClientContext } from './context.js';
+import { CodecRegistry, decodeEvent, type DecodedEvent } from './events.js';
+import { toKafkaMessage, type KafkaMessage } from './messages.js';
+import { MetadataCache } from './metadata.js';
+import { Producer, type ProducerInput } from './producer.js';
+import { PartitionReader, type ReaderInput } from './reader.js';
+import { resolveRetry, withRetry, type RetryInput } from './retry.js';
+import { BufferedTransaction, type AnnalsTransaction } from './transaction.js';
+
+/** Options of `new Annals(...)`. */
+export interface AnnalsInput<TDb> {
+  /** Names this application in logs and metadata. */
+  readonly clientId: string;
+  /** Where the log lives: `postgres(...)` or `embeddedPostgres(...)` from `@annals/storage-pg`, or an in-memory log. */
+  readonly storage: LogStorage<TDb>;
+  /** Retry policy for retriable failures (connection loss, deadlocks, server restarts). */
+  readonly retry?: RetryInput;
+  /** Codec of typed events. @default msgpackCodec() */
+  readonly codec?: Codec;
+  /** How long topic metadata (partition counts, configs) is cached, in ms. @default 30000 */
+  readonly metadataMaxAge?: number;
+}
+
+/** Options of `annals.transaction(...)`. */
+export interface TransactionOptions {
+  /** Abort if the callback has not finished after this many ms. */
+  readonly timeoutMs?: number;
+}
+
+/**
+ * The Annals client.
+ *
+ * @example
+ * ```ts
+ * import { Annals } from '@annals/core';
+ * import { postgres } from '@annals/storage-pg';
+ *
+ * const annals = new Annals({ clientId: 'order-service', storage: postgres({ connectionString: process.env.DATABASE_URL }) });
+ * const producer = annals.producer();
+ * await producer.connect();
+ * await producer.send({ topic: 'orders', messages: [{ key: 'c-42', value: 'hello' }] });
+ * await annals.disconnect();
+ * ```
+ */
+export class Annals<TDb = unknown> {
+  readonly #ctx: ClientContext<TDb>;
+  #connecting: Promise<void> | undefined;
+
+  constructor(input: AnnalsInput<TDb>) {
+    if (!input || typeof input.clientId !== 'string' || input.clientId.length === 0) {
+      throw new InvalidOptionsError('new Annals({ clientId, storage }) needs a non-empty clientId.');
+    }
+    if (!input.storage || typeof input.storage.connect !== 'function') {
+      throw new InvalidOptionsError(
+        "new Annals({ clientId, storage }) needs a storage: postgres({ connectionString }) or embeddedPostgres() from '@annals/storage-pg'.",
+      );
+    }
+    const metadataMaxAge = input.metadataMaxAge ?? 30_000;
+    if (!Number.isSafeInteger(metadataMaxAge) || metadataMaxAge < 0) {
+      throw new InvalidOptionsError('metadataMaxAge must be an integer ≥ 0 (ms).');
+    }
+    const codec = input.codec ?? msgpackCodec();
+    const retry = resolveRetry(input.retry);
+    this.#ctx = Object.freeze({
+      clientId: input.clientId,
+      storage: input.storage,
+      retry,
+      codec,
+      codecs: new CodecRegistry(codec),
+      metadata: new MetadataCache(input.storage, metadataMaxAge),
+      ensureConnected: () => this.connect(),
+    });
+  }
+
+  get clientId(): string {
+    return this.#ctx.clientId;
+  }
+
+  /** The storage this client uses. */
+  get storage(): LogStorage<TDb> {
+    return this.#ctx.storage;
+  }
+
+  /** Connects the storage, retrying while the database is unreachable. Idempotent; called lazily by everything else. */
+  connect(): Promise<void> {
+    this.#connecting ??= withRetry(this.#ctx.retry, () => this.#ctx.storage.connect()).catch((error) => {
+      this.#connecting = undefined;
+      throw error;
+    });
+    return this.#connecting;
+  }
+
+  /** Disconnects the storage (never ending a pool you passed in). Idempotent. */
+  async disconnect(): Promise<void> {
+    const connecting = this.#connecting;
+    this.#connecting = undefined;
+    if (connecting) await connecting.catch(() => {});
+    await this.#ctx.storage.disconnect();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.disconnect();
+  }
+
+  /** The admin client (topics, configs, offsets). */
+  admin(): Admin {
+    return new Admin(this.#ctx);
+  }
+
+  /** A producer. See {@link ProducerInput} for idempotent and transactional producers. */
+  producer(options?: ProducerInput): Producer<TDb> {
+    return new Producer(this.#ctx, options);
+  }
+
+  /** A reader of partitions assigned by hand, with `seek` (no consumer group). */
+  reader(options?: ReaderInput): PartitionReader {
+    return new PartitionReader(this.#ctx, options);
+  }
+
+  /**
+   * Runs `fn` in one database transaction: the application's writes through `tx.db` and every
+   * `tx.publish` / `tx.send` commit together, or none of it does. Publishes are buffered and
+   * appended just before COMMIT, so partition locks are held only for the commit itself.
+   *
+   * @example
+   * ```ts
+   * await annals.transaction(async (tx) => {
+   *   await tx.db.insertInto('orders').values(row).execute();
+   *   await tx.publish(orders, OrderCreated, { orderId: row.id, customerId: row.customerId, totalCents: 1250, currency: 'EUR' });
+   * });
+   * ```
+   */
+  async transaction<T>(fn: (tx: AnnalsTransaction<TDb>) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    await this.connect();
+    return this.#ctx.storage.transaction(
+      async (stx) => {
+        const tx = new BufferedTransaction(this.#ctx, stx);
+        try {
+          const result = await fn(tx);
+          await tx.flush();
+          return result;
+        } finally {
+          tx.close();
+        }
+      },
+      options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs },
+    );
+  }
+
+  /**
+   * Fetches records of one partition from `offset` (low-level; no group, no position kept).
+   * Offsets are strings and keys and values Buffers, as in KafkaJS.
+   */
+  async fetch(
+    topic: string,
+    partition: number,
+    offset: string | bigint,
+    limits: { maxRecords?: number; maxBytes?: number } = {},
+  ): Promise<{ messages: KafkaMessage[]; highWatermark: string; logStartOffset: string }> {
+    await this.connect();
+    const result = await withRetry(this.#ctx.retry, () =>
+      this.#ctx.storage.fetch(topic, partition, BigInt(offset), {
+        maxRecords: limits.maxRecords ?? 500,
+        maxBytes: limits.maxBytes ?? 1_048_576,
+      }),
+    );
+    return {
+      messages: result.records.map(toKafkaMessage),
+      highWatermark: result.highWatermark.toString(),
+      logStartOffset: result.logStartOffset.toString(),
+    };
+  }
+
+  /**
+   * Decodes a consumed message of a typed topic: the event type, the version it was stored with,
+   * and the payload upcast to the latest version and validated.
+   */
+  decode<T extends TopicContract>(topic: T, partition: number, message: KafkaMessage): DecodedEvent {
+    const record: StoredRecord = {
+      topic: topic.name,
+      partition,
+      offset: BigInt(message.offset),
+      timestamp: Number(message.timestamp),
+      key: message.key,
+      value: message.value,
+      headers: message.headers,
+    };
+    return decodeEvent(topic, record, this.#ctx.codecs);
+  }
+}

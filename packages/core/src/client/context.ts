@@ -1,0 +1,17 @@
+import type { Codec } from '../codec/codec.js';
+import type { LogStorage } from '../storage/log-storage.js';
+import type { CodecRegistry } from './events.js';
+import type { MetadataCache } from './metadata.js';
+import type { Retry } from './retry.js';
+
+/** What every part of a client shares. Internal. */
+export interface ClientContext<TDb> {
+  readonly clientId: string;
+  readonly storage: LogStorage<TDb>;
+  readonly retry: Retry;
+  readonly codec: Codec;
+  readonly codecs: CodecRegistry;
+  readonly metadata: MetadataCache;
+  /** Connects the storage (idempotent). */
+  ensureConnected(): Promise<void>;
+}

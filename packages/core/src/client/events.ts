@@ -1,0 +1,127 @@
+/**
+ * The typed layer's bridge between event contracts and stored records: encoding a payload with
+ * its headers on publish, and decoding + upcasting a stored record on read.
+ */
+import type { Codec } from '../codec/codec.js';
+import { jsonCodec } from '../codec/json-codec.js';
+import { msgpackCodec } from '../codec/msgpack-codec.js';
+import type { EventContract } from '../contracts/event.js';
+import type { TopicContract } from '../contracts/topic.js';
+import { CorruptRecordError, UnknownEventTypeError } from '../errors.js';
+import type { StoredHeaders, StoredRecord } from '../storage/log-storage.js';
+
+/** Header names the typed layer sets on every record it writes. */
+export const EVENT_TYPE_HEADER = 'event-type';
+export const SCHEMA_VERSION_HEADER = 'schema-version';
+export const CONTENT_TYPE_HEADER = 'content-type';
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** An event decoded from a stored record: the latest version's payload, plus what was stored. */
+export interface DecodedEvent<P = unknown> {
+  readonly type: string;
+  /** The version the record was written with. */
+  readonly storedVersion: number;
+  /** The payload, upcast to the contract's latest version and validated. */
+  readonly payload: P;
+  readonly contract: EventContract;
+}
+
+export function encodeEvent(
+  contract: EventContract,
+  payload: unknown,
+  codec: Codec,
+  topic: string,
+): { value: Uint8Array; headers: Record<string, Uint8Array>; payload: unknown } {
+  let valid: unknown;
+  try {
+    valid = contract.validate(payload);
+  } catch (error) {
+    if (error && typeof error === 'object') Object.assign(error, { topic });
+    throw error;
+  }
+  return {
+    value: codec.encode(valid),
+    headers: {
+      [EVENT_TYPE_HEADER]: encoder.encode(contract.type),
+      [SCHEMA_VERSION_HEADER]: encoder.encode(String(contract.latestVersion)),
+      [CONTENT_TYPE_HEADER]: encoder.encode(codec.contentType),
+    },
+    payload: valid,
+  };
+}
+
+function headerText(headers: StoredHeaders, name: string, record: StoredRecord): string | undefined {
+  const bytes = headers[name];
+  if (!bytes) return undefined;
+  try {
+    return decoder.decode(bytes);
+  } catch (cause) {
+    throw new CorruptRecordError(`Header "${name}" of ${record.topic}[${record.partition}]@${record.offset} is not UTF-8.`, {
+      topic: record.topic,
+      partition: record.partition,
+      offset: record.offset.toString(),
+      cause,
+    });
+  }
+}
+
+/** Codecs by content type; records name the codec that wrote them. */
+export class CodecRegistry {
+  readonly #byContentType = new Map<string, Codec>();
+  readonly defaultCodec: Codec;
+  constructor(defaultCodec: Codec = msgpackCodec(), extra: readonly Codec[] = []) {
+    this.defaultCodec = defaultCodec;
+    for (const c of [msgpackCodec(), jsonCodec(), ...extra, defaultCodec]) this.#byContentType.set(c.contentType, c);
+  }
+  get(contentType: string | undefined): Codec | undefined {
+    return contentType === undefined ? this.defaultCodec : this.#byContentType.get(contentType);
+  }
+}
+
+/**
+ * Decodes a stored record of `topic` into its event, upcast to the latest version.
+ * Throws `UnknownEventTypeError`, `CorruptRecordError`, `UpcastError` or `SchemaValidationError`,
+ * each with the record's topic, partition and offset.
+ */
+export function decodeEvent(topic: TopicContract, record: StoredRecord, codecs: CodecRegistry): DecodedEvent {
+  const where = { topic: record.topic, partition: record.partition, offset: record.offset.toString() };
+  const type = headerText(record.headers, EVENT_TYPE_HEADER, record);
+  if (type === undefined) {
+    throw new UnknownEventTypeError(
+      `Record ${record.topic}[${record.partition}]@${record.offset} has no "${EVENT_TYPE_HEADER}" header: it was not written by the typed layer.`,
+      where,
+    );
+  }
+  const contract = topic.eventByType(type);
+  if (!contract) {
+    throw new UnknownEventTypeError(
+      `Topic "${topic.name}" has no contract for event type "${type}" (record ${record.partition}@${record.offset}). Add it to the topic's events.`,
+      { ...where, eventType: type },
+    );
+  }
+  const versionText = headerText(record.headers, SCHEMA_VERSION_HEADER, record) ?? '1';
+  const version = Number(versionText);
+  const contentType = headerText(record.headers, CONTENT_TYPE_HEADER, record);
+  const codec = codecs.get(contentType);
+  if (!codec) {
+    throw new CorruptRecordError(`Record ${record.partition}@${record.offset} was written with unknown content type "${contentType}".`, {
+      ...where,
+      eventType: type,
+    });
+  }
+  if (record.value === null) {
+    throw new CorruptRecordError(`Record ${record.partition}@${record.offset} of type "${type}" is a tombstone, not an event.`, {
+      ...where,
+      eventType: type,
+    });
+  }
+  try {
+    const raw = codec.decode(record.value);
+    return { type, storedVersion: version, payload: contract.upcast(version, raw), contract };
+  } catch (error) {
+    if (error && typeof error === 'object') Object.assign(error, where);
+    throw error;
+  }
+}

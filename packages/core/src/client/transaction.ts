@@ -1,0 +1,84 @@
+import type { EventContract, EventInputOf } from '../contracts/event.js';
+import type { TopicContract } from '../contracts/topic.js';
+import { InvalidTransactionStateError } from '../errors.js';
+import type { StorageTransaction } from '../storage/log-storage.js';
+import type { ClientContext } from './context.js';
+import { groupByPartition, prepareEvent, prepareMessages, StickyPartitions, type PreparedRecord, type PublishOptions } from './prepare.js';
+import type { ProducerBatch, ProducerRecord } from './producer.js';
+
+/**
+ * What `annals.transaction` hands its callback: the application's database handle in the
+ * transaction, and publishes that commit with it.
+ */
+export interface AnnalsTransaction<TDb> {
+  /** The application's database, in this transaction (for Postgres: a Kysely transaction). */
+  readonly db: TDb;
+  /** Publishes a typed event in this transaction. Offsets are assigned at commit. */
+  publish<C extends EventContract<string, any>>(
+    topic: TopicContract,
+    event: C,
+    payload: EventInputOf<C>,
+    options?: PublishOptions,
+  ): Promise<void>;
+  /** Sends raw messages in this transaction (KafkaJS's shape). */
+  send(record: ProducerRecord): Promise<void>;
+  sendBatch(batch: ProducerBatch): Promise<void>;
+}
+
+/** @internal Buffers a transaction's publishes; `flush` appends them just before COMMIT. */
+export class BufferedTransaction<TDb> implements AnnalsTransaction<TDb> {
+  readonly #ctx: ClientContext<TDb>;
+  readonly #stx: StorageTransaction<TDb>;
+  readonly #sticky = new StickyPartitions();
+  readonly #records: PreparedRecord[] = [];
+  #closed = false;
+
+  constructor(ctx: ClientContext<TDb>, stx: StorageTransaction<TDb>) {
+    this.#ctx = ctx;
+    this.#stx = stx;
+  }
+
+  get db(): TDb {
+    this.#checkOpen();
+    return this.#stx.db;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) {
+      throw new InvalidTransactionStateError('This transaction has ended: use the tx only inside the annals.transaction callback.');
+    }
+  }
+
+  async publish<C extends EventContract<string, any>>(
+    topic: TopicContract,
+    event: C,
+    payload: EventInputOf<C>,
+    options: PublishOptions = {},
+  ): Promise<void> {
+    this.#checkOpen();
+    this.#records.push(await prepareEvent(this.#ctx, topic, event, payload, options, this.#sticky));
+  }
+
+  async send(record: ProducerRecord): Promise<void> {
+    this.#checkOpen();
+    this.#records.push(...(await prepareMessages(this.#ctx, record.topic, record.messages, this.#sticky)));
+  }
+
+  async sendBatch(batch: ProducerBatch): Promise<void> {
+    this.#checkOpen();
+    for (const tm of batch.topicMessages) this.#records.push(...(await prepareMessages(this.#ctx, tm.topic, tm.messages, this.#sticky)));
+  }
+
+  /** Appends everything buffered (taking partition locks only now) and closes the handle. */
+  async flush(): Promise<void> {
+    this.#checkOpen();
+    this.#closed = true;
+    if (this.#records.length === 0) return;
+    const { appends } = groupByPartition(this.#records);
+    await this.#stx.append(appends);
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * The storage port: the seam between the client runtime in `@annals/core` and a log store.
+ *
+ * `PgLogStorage` (in `@annals/storage-pg`) and `InMemoryLogStorage` (in `@annals/testing`)
+ * implement it, and both must pass the conformance suite exported by `@annals/testing`. A store
+ * promises, per partition:
+ *
+ * - **dense offsets**: an append of n records to a partition takes offsets `[end, end + n)`; an
+ *   append that rolls back takes none;
+ * - **ordered visibility**: once a reader has seen offset N, no record below N becomes visible
+ *   later (appends to one partition commit in offset order);
+ * - **atomic appends**: the records of one `append` call (any number of topics and partitions),
+ *   and everything else done in the same storage transaction, become visible together or not at all.
+ *
+ * Offsets are `bigint` here; the KafkaJS-shaped layer turns them into strings.
+ */
+import type { TopicConfig } from '../contracts/topic-config.js';
+
+/** Record headers as stored: header name → bytes. */
+export type StoredHeaders = Readonly<Record<string, Uint8Array>>;
+
+/** One record to append. */
+export interface AppendRecord {
+  readonly key: Uint8Array | null;
+  /** `null` is a tombstone. */
+  readonly value: Uint8Array | null;
+  readonly headers: StoredHeaders | null;
+  /** Milliseconds since the epoch; `null` means "the store's clock at append". */
+  readonly timestamp: number | null;
+}
+
+/** Records for one partition of one topic, appended in order. */
+export interface PartitionAppend {
+  readonly topic: string;
+  readonly partition: number;
+  readonly records: readonly AppendRecord[];
+  /**
+   * Idempotent producers only: the sequence number of the first record. The store refuses to
+   * write a batch whose sequence it has already written for this producer and partition, and
+   * returns the original base offset instead (`duplicate: true`).
+   */
+  readonly baseSequence?: number;
+}
+
+/** Durability of an append's commit. Kafka's `acks`: -1 (all), 1 (leader), 0 (none). */
+export type Acks = -1 | 0 | 1;
+
+export interface AppendOptions {
+  /** @default -1 */
+  readonly acks?: Acks;
+  /** Set for idempotent producers: every `PartitionAppend` must carry a `baseSequence`. */
+  readonly producerId?: bigint;
+  /** Set for transactional producers: the commit fails with `ProducerFencedError` if a newer epoch exists. */
+  readonly fence?: { readonly transactionalId: string; readonly producerId: bigint; readonly epoch: number };
+}
+
+export interface PartitionAppendResult {
+  readonly topic: string;
+  readonly partition: number;
+  readonly baseOffset: bigint;
+  /** True when an idempotent retry found the batch already written; `baseOffset` is the original's. */
+  readonly duplicate: boolean;
+}
+
+/** A record read from the log. */
+export interface StoredRecord {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: bigint;
+  /** Milliseconds since the epoch. */
+  readonly timestamp: number;
+  readonly key: Uint8Array | null;
+  readonly value: Uint8Array | null;
+  readonly headers: StoredHeaders;
+}
+
+export interface FetchLimits {
+  /** At most this many records. */
+  readonly maxRecords: number;
+  /** At most about this many bytes of keys, values and headers; at least one record is returned. */
+  readonly maxBytes: number;
+}
+
+export interface FetchResult {
+  readonly records: readonly StoredRecord[];
+  /** The log end offset (the offset the next appended record will take) when the fetch ran. */
+  readonly highWatermark: bigint;
+  /** The first offset still in the log. */
+  readonly logStartOffset: bigint;
+}
+
+export interface TopicSpec {
+  readonly name: string;
+  readonly partitions: number;
+  readonly config: TopicConfig;
+}
+
+export interface TopicDescription {
+  readonly name: string;
+  readonly partitions: number;
+  readonly config: TopicConfig;
+}
+
+export interface PartitionWatermarks {
+  readonly partition: number;
+  /** Log start offset (Kafka's low watermark). */
+  readonly low: bigint;
+  /** Log end offset (Kafka's high watermark). */
+  readonly high: bigint;
+}
+
+/** An idempotent or transactional producer's identity, as the store registered it. */
+export interface ProducerIdentity {
+  readonly producerId: bigint;
+  readonly epoch: number;
+}
+
+/** Called with the partition that received records; may be called spuriously. */
+export type AppendListener = (topic: string, partition: number) => void;
+
+/** A storage transaction: what `annals.transaction` builds on. */
+export interface StorageTransaction<TDb> {
+  /** The application's database handle, in this transaction (a Kysely transaction for Postgres). */
+  readonly db: TDb;
+  /** Appends in this transaction; visible when it commits. */
+  append(appends: readonly PartitionAppend[], options?: AppendOptions): Promise<PartitionAppendResult[]>;
+}
+
+export interface StorageTransactionOptions {
+  /** @default -1 */
+  readonly acks?: Acks;
+  /** Abort the transaction if it is still open after this many milliseconds. */
+  readonly timeoutMs?: number;
+}
+
+/** The storage port. Every method may throw an `AnnalsError`; retriable ones say so. */
+export interface LogStorage<TDb = unknown> {
+  /** A short description for logs, e.g. `postgres 127.0.0.1:5432/app (schema annals)`. */
+  readonly description: string;
+  /** Connects and applies migrations. Idempotent and safe to call concurrently. */
+  connect(): Promise<void>;
+  /** Releases what `connect` took. Idempotent. Never ends a pool the user passed in. */
+  disconnect(): Promise<void>;
+
+  createTopics(specs: readonly TopicSpec[]): Promise<void>;
+  deleteTopics(names: readonly string[]): Promise<void>;
+  createPartitions(topic: string, count: number): Promise<void>;
+  listTopics(): Promise<string[]>;
+  /** Descriptions of the named topics (all topics when omitted); unknown names throw. */
+  describeTopics(names?: readonly string[]): Promise<TopicDescription[]>;
+  /** Atomically replaces a topic's config with `update(current)`. */
+  alterTopicConfig(topic: string, update: (current: TopicConfig) => TopicConfig): Promise<TopicConfig>;
+  fetchWatermarks(topic: string): Promise<PartitionWatermarks[]>;
+  /** Per partition, the first offset whose timestamp is ≥ `timestamp`, or the high watermark. */
+  fetchOffsetsByTimestamp(topic: string, timestamp: number): Promise<Array<{ partition: number; offset: bigint }>>;
+
+  /** Registers (or re-registers) a producer; a transactional id bumps its epoch and fences the older one. */
+  initProducer(transactionalId?: string): Promise<ProducerIdentity>;
+  /** Appends in a transaction of its own. */
+  append(appends: readonly PartitionAppend[], options?: AppendOptions): Promise<PartitionAppendResult[]>;
+  /** Runs `fn` in one storage transaction; commits when it resolves, rolls back when it throws. */
+  transaction<T>(fn: (tx: StorageTransaction<TDb>) => Promise<T>, options?: StorageTransactionOptions): Promise<T>;
+
+  fetch(topic: string, partition: number, offset: bigint, limits: FetchLimits): Promise<FetchResult>;
+  /** Calls `listener` after commits that appended to `topics`. Resolves once listening. */
+  watch(topics: readonly string[], listener: AppendListener): Promise<() => Promise<void>>;
+}

@@ -1,0 +1,9 @@
+/**
+ * @annals/storage-pg — the Annals log in PostgreSQL, and the embedded PostgreSQL default.
+ * The export list is written out by name: anything not listed here is internal.
+ */
+export { PgLogStorage } from './pg-log-storage.js';
+export type { PgLogStorageInput } from './pg-log-storage.js';
+export { postgres } from './postgres.js';
+export { migrateToLatest, migrateDown, migrationNames } from './migrations.js';
+export type { MigrateResult } from './migrations.js';

@@ -1,0 +1,663 @@
+/**
+ * `PgLogStorage`: the storage port on PostgreSQL.
+ *
+ * Hot paths (append, fetch) use `pg` directly with statements from `plans.ts`; the application's
+ * own writes go through a Kysely handle (`tx.db`) bound to the same connection and transaction.
+ * Appends outside a transaction are one autocommitted statement (one round trip); inside one,
+ * the caller (the client runtime) buffers publishes and appends them just before COMMIT, so head
+ * locks are held for as short a time as possible.
+ */
+import {
+  DEFAULT_TOPIC_CONFIG,
+  InvalidOptionsError,
+  InvalidPartitionsError,
+  NotConnectedError,
+  OutOfOrderSequenceError,
+  ProducerFencedError,
+  TopicAlreadyExistsError,
+  TransactionTimeoutError,
+  UnknownTopicOrPartitionError,
+  resolveTopicConfig,
+  type AppendListener,
+  type AppendOptions,
+  type FetchLimits,
+  type FetchResult,
+  type LogStorage,
+  type PartitionAppend,
+  type PartitionAppendResult,
+  type PartitionWatermarks,
+  type ProducerIdentity,
+  type StorageTransaction,
+  type StorageTransactionOptions,
+  type StoredRecord,
+  type TopicConfig,
+  type TopicDescription,
+  type TopicSpec,
+} from '@annals/core';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { decodeHeaders, encodeHeaders } from './internal/headers.js';
+import { validateSchemaName } from './internal/ident.js';
+import { isConnectionFailure, translateCommitError, translatePgError } from './internal/pg-errors.js';
+import { migrateToLatest } from './migrations.js';
+import * as plans from './plans.js';
+
+/** Options of {@link PgLogStorage}: exactly one of `connectionString`, `pool` or `connect`. */
+export interface PgLogStorageInput {
+  /** A PostgreSQL URL, e.g. `postgres://user@host:5432/db`. */
+  readonly connectionString?: string;
+  /** A pool you own. Annals never ends it. */
+  readonly pool?: pg.Pool;
+  /** Resolves a connection string when `connect()` runs (used by the embedded server). */
+  readonly connectionStringProvider?: () => Promise<string>;
+  /** Schema holding the log's tables. @default 'annals' */
+  readonly schema?: string;
+  /** Size of the pool Annals creates (ignored with `pool`). @default 10 */
+  readonly poolSize?: number;
+  /** Apply pending migrations on `connect()`. @default true */
+  readonly migrate?: boolean;
+  /** Milliseconds before a connection attempt fails. @default 10000 */
+  readonly connectionTimeoutMs?: number;
+}
+
+interface ResolvedOptions {
+  readonly connectionString: string | undefined;
+  readonly pool: pg.Pool | undefined;
+  readonly connectionStringProvider: (() => Promise<string>) | undefined;
+  readonly schema: string;
+  readonly poolSize: number;
+  readonly migrate: boolean;
+  readonly connectionTimeoutMs: number;
+}
+
+function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
+  const sources = [input.connectionString, input.pool, input.connectionStringProvider].filter((x) => x !== undefined);
+  if (sources.length !== 1) {
+    throw new InvalidOptionsError(
+      'postgres(...) needs exactly one of { connectionString } or { pool } (or use embeddedPostgres() for a local server).',
+    );
+  }
+  const poolSize = input.poolSize ?? 10;
+  if (!Number.isInteger(poolSize) || poolSize < 2) {
+    throw new InvalidOptionsError(`poolSize must be an integer ≥ 2, got ${String(input.poolSize)}.`);
+  }
+  const connectionTimeoutMs = input.connectionTimeoutMs ?? 10_000;
+  if (!Number.isInteger(connectionTimeoutMs) || connectionTimeoutMs < 1) {
+    throw new InvalidOptionsError(`connectionTimeoutMs must be a positive integer, got ${String(input.connectionTimeoutMs)}.`);
+  }
+  return Object.freeze({
+    connectionString: input.connectionString,
+    pool: input.pool,
+    connectionStringProvider: input.connectionStringProvider,
+    schema: validateSchemaName(input.schema ?? 'annals'),
+    poolSize,
+    migrate: input.migrate ?? true,
+    connectionTimeoutMs,
+  });
+}
+
+// int8 as string (we turn offsets into bigint ourselves); bytea as Buffer (pg's default).
+const toBigInt = (s: string): bigint => BigInt(s);
+
+/** A Postgres pool adapter that always hands out one client: how `tx.db` shares our transaction. */
+function singleClientPool(client: pg.PoolClient) {
+  const lease = {
+    query: client.query.bind(client),
+    release: () => {},
+  };
+  return { connect: async () => lease, end: async () => {} };
+}
+
+/** The Postgres implementation of the storage port. Create it with `postgres(...)`. */
+export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
+  readonly #options: ResolvedOptions;
+  readonly #tables: plans.Tables;
+  #pool: pg.Pool | undefined;
+  #ownsPool = false;
+  #connecting: Promise<void> | undefined;
+  #listener: PgListener | undefined;
+
+  constructor(input: PgLogStorageInput) {
+    this.#options = resolveOptions(input);
+    this.#tables = plans.tables(this.#options.schema);
+  }
+
+  get description(): string {
+    return `postgres (schema ${this.#options.schema})`;
+  }
+
+  /** The schema holding the log's tables. */
+  get schema(): string {
+    return this.#options.schema;
+  }
+
+  /** The pool in use (after `connect()`). */
+  get pool(): pg.Pool {
+    if (!this.#pool) throw new NotConnectedError('The Postgres storage is not connected: call connect() first.');
+    return this.#pool;
+  }
+
+  connect(): Promise<void> {
+    this.#connecting ??= this.#doConnect().catch((error) => {
+      this.#connecting = undefined;
+      throw translatePgError(error);
+    });
+    return this.#connecting;
+  }
+
+  async #doConnect(): Promise<void> {
+    const o = this.#options;
+    if (o.pool) {
+      this.#pool = o.pool;
+      this.#ownsPool = false;
+    } else {
+      const connectionString = o.connectionString ?? (await o.connectionStringProvider!());
+      const pool = new pg.Pool({
+        connectionString,
+        max: o.poolSize,
+        allowExitOnIdle: true,
+        connectionTimeoutMillis: o.connectionTimeoutMs,
+      });
+      // An idle client whose server went away emits 'error'; the pool drops it and the next query
+      // opens a new connection. Without a listener Node would crash the process.
+      pool.on('error', () => {});
+      this.#pool = pool;
+      this.#ownsPool = true;
+    }
+    if (o.migrate) await this.migrate();
+  }
+
+  /** Applies pending migrations (also done by `connect()` unless `migrate: false`). */
+  async migrate(): Promise<string[]> {
+    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: this.pool }) });
+    const { applied } = await migrateToLatest(db, this.#options.schema);
+    return applied;
+  }
+
+  async disconnect(): Promise<void> {
+    const connecting = this.#connecting;
+    if (!connecting) return;
+    this.#connecting = undefined;
+    await connecting.catch(() => {});
+    const listener = this.#listener;
+    this.#listener = undefined;
+    await listener?.close();
+    const pool = this.#pool;
+    this.#pool = undefined;
+    if (pool && this.#ownsPool) await pool.end();
+  }
+
+  async #client(): Promise<pg.PoolClient> {
+    try {
+      return await this.pool.connect();
+    } catch (error) {
+      throw translatePgError(error);
+    }
+  }
+
+  async #query<R extends pg.QueryResultRow>(statement: plans.Statement): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(statement.text, statement.values);
+    } catch (error) {
+      throw translatePgError(error);
+    }
+  }
+
+  /** Runs `fn` on one client inside BEGIN/COMMIT. */
+  async #inTransaction<T>(fn: (client: pg.PoolClient) => Promise<T>, options: StorageTransactionOptions = {}): Promise<T> {
+    const client = await this.#client();
+    let broken: unknown;
+    let committing = false;
+    const started = Date.now();
+    try {
+      await client.query('BEGIN');
+      if (options.acks !== undefined && options.acks !== -1) {
+        await client.query(`SET LOCAL synchronous_commit = ${options.acks === 1 ? 'local' : 'off'}`);
+      }
+      if (options.timeoutMs !== undefined) {
+        // Backstop: a transaction forgotten idle (holding locks) is ended by the server itself.
+        await client.query(`SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, Math.floor(options.timeoutMs))}`);
+      }
+      const result = await fn(client);
+      if (options.timeoutMs !== undefined && Date.now() - started > options.timeoutMs) {
+        throw new TransactionTimeoutError(
+          `The transaction stayed open ${Date.now() - started} ms, longer than transactionTimeout (${options.timeoutMs} ms), and was aborted.`,
+        );
+      }
+      committing = true;
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      if (isConnectionFailure(error)) broken = error;
+      if (!broken) {
+        try {
+          await client.query('ROLLBACK');
+        } catch (rollbackError) {
+          broken = rollbackError;
+        }
+      }
+      throw committing ? translateCommitError(error) : translatePgError(error);
+    } finally {
+      client.release(broken instanceof Error ? broken : broken ? true : undefined);
+    }
+  }
+
+  // ---- admin -------------------------------------------------------------------------------
+
+  async createTopics(specs: readonly TopicSpec[]): Promise<void> {
+    await this.#inTransaction(async (client) => {
+      for (const spec of specs) {
+        const [insertTopic, insertPartitions] = plans.createTopicStatements(this.#tables, spec.name, spec.partitions, spec.config);
+        const inserted = await client.query(insertTopic!.text, insertTopic!.values);
+        if (inserted.rowCount === 0) {
+          throw new TopicAlreadyExistsError(`Topic "${spec.name}" already exists. Nothing was created.`, { topic: spec.name });
+        }
+        await client.query(insertPartitions!.text, insertPartitions!.values);
+      }
+    });
+  }
+
+  async deleteTopics(names: readonly string[]): Promise<void> {
+    await this.#inTransaction(async (client) => {
+      const [topics, ...rest] = plans.deleteTopicStatements(this.#tables, names);
+      const deleted = await client.query<{ name: string }>(topics!.text, topics!.values);
+      const found = new Set(deleted.rows.map((r) => r.name));
+      const missing = names.find((n) => !found.has(n));
+      if (missing !== undefined) {
+        throw new UnknownTopicOrPartitionError(`Topic "${missing}" does not exist. Nothing was deleted.`, { topic: missing });
+      }
+      for (const s of rest) await client.query(s.text, s.values);
+    });
+  }
+
+  async createPartitions(topic: string, count: number): Promise<void> {
+    await this.#inTransaction(async (client) => {
+      const lock = plans.lockTopicStatement(this.#tables, topic);
+      const { rows } = await client.query<{ partitions: number }>(lock.text, lock.values);
+      const current = rows[0]?.partitions;
+      if (current === undefined) throw new UnknownTopicOrPartitionError(`Topic "${topic}" does not exist.`, { topic });
+      if (count <= current) {
+        throw new InvalidPartitionsError(
+          `Topic "${topic}" has ${current} partitions; createPartitions can only increase the count (asked for ${count}).`,
+          { topic },
+        );
+      }
+      for (const s of plans.addPartitionsStatements(this.#tables, topic, current, count)) await client.query(s.text, s.values);
+    });
+  }
+
+  async listTopics(): Promise<string[]> {
+    const { rows } = await this.#query<{ name: string }>(plans.describeTopicsStatement(this.#tables));
+    return rows.map((r) => r.name);
+  }
+
+  async describeTopics(names?: readonly string[]): Promise<TopicDescription[]> {
+    const { rows } = await this.#query<{ name: string; partitions: number; config: unknown }>(
+      plans.describeTopicsStatement(this.#tables, names),
+    );
+    if (names) {
+      const found = new Set(rows.map((r) => r.name));
+      const missing = names.find((n) => !found.has(n));
+      if (missing !== undefined) throw new UnknownTopicOrPartitionError(`Topic "${missing}" does not exist.`, { topic: missing });
+    }
+    return rows.map((r) => ({ name: r.name, partitions: r.partitions, config: this.#storedConfig(r.config, r.name) }));
+  }
+
+  #storedConfig(raw: unknown, topic: string): TopicConfig {
+    return resolveTopicConfig(raw as Record<string, never>, DEFAULT_TOPIC_CONFIG, topic);
+  }
+
+  async alterTopicConfig(topic: string, update: (current: TopicConfig) => TopicConfig): Promise<TopicConfig> {
+    return this.#inTransaction(async (client) => {
+      const lock = plans.lockTopicStatement(this.#tables, topic);
+      const { rows } = await client.query<{ config: unknown }>(lock.text, lock.values);
+      const row = rows[0];
+      if (!row) throw new UnknownTopicOrPartitionError(`Topic "${topic}" does not exist.`, { topic });
+      const next = update(this.#storedConfig(row.config, topic));
+      const s = plans.updateConfigStatement(this.#tables, topic, next);
+      await client.query(s.text, s.values);
+      return next;
+    });
+  }
+
+  async fetchWatermarks(topic: string): Promise<PartitionWatermarks[]> {
+    const { rows } = await this.#query<{ partition: number; low: string; high: string }>(plans.watermarksStatement(this.#tables, topic));
+    if (rows.length === 0) throw new UnknownTopicOrPartitionError(`Topic "${topic}" does not exist.`, { topic });
+    return rows.map((r) => ({ partition: r.partition, low: toBigInt(r.low), high: toBigInt(r.high) }));
+  }
+
+  async fetchOffsetsByTimestamp(topic: string, timestamp: number): Promise<Array<{ partition: number; offset: bigint }>> {
+    const { rows } = await this.#query<{ partition: number; offset: string }>(
+      plans.offsetsByTimestampStatement(this.#tables, topic, new Date(timestamp)),
+    );
+    if (rows.length === 0) throw new UnknownTopicOrPartitionError(`Topic "${topic}" does not exist.`, { topic });
+    return rows.map((r) => ({ partition: r.partition, offset: toBigInt(r.offset) }));
+  }
+
+  // ---- producing -----------------------------------------------------------------------------
+
+  async initProducer(transactionalId?: string): Promise<ProducerIdentity> {
+    if (transactionalId === undefined) {
+      const { rows } = await this.#query<{ producer_id: string }>(plans.nextProducerIdStatement(this.#tables));
+      return { producerId: toBigInt(rows[0]!.producer_id), epoch: 0 };
+    }
+    const { rows } = await this.#query<{ producer_id: string; epoch: number }>(
+      plans.initTransactionalProducerStatement(this.#tables, transactionalId),
+    );
+    return { producerId: toBigInt(rows[0]!.producer_id), epoch: rows[0]!.epoch };
+  }
+
+  async append(appends: readonly PartitionAppend[], options: AppendOptions = {}): Promise<PartitionAppendResult[]> {
+    if (appends.length === 0) return [];
+    const simple = options.producerId === undefined && options.fence === undefined && (options.acks ?? -1) === -1;
+    if (!simple) {
+      return this.#inTransaction((client) => this.appendOn(client, appends, options), { acks: options.acks ?? -1 });
+    }
+    // One autocommitted statement: one round trip. A connection lost meanwhile leaves the outcome unknown.
+    const statement = plans.appendStatement(this.#tables, groupsOf(appends));
+    let client: pg.PoolClient | undefined;
+    let broken: unknown;
+    try {
+      client = await this.#client();
+      const { rows } = await client.query<{ topic: string; partition: number; base: string }>(statement.text, statement.values);
+      return resultsOf(appends, rows);
+    } catch (error) {
+      if (!client) throw error;
+      if (isConnectionFailure(error)) broken = error;
+      throw this.#appendError(error, appends, true);
+    } finally {
+      client?.release(broken instanceof Error ? broken : undefined);
+    }
+  }
+
+  #appendError(error: unknown, appends: readonly PartitionAppend[], autocommit: boolean) {
+    const e = error as { code?: string; column?: string };
+    if (e?.code === '23502' && e.column === 'offset') {
+      const first = appends[0]!;
+      return new UnknownTopicOrPartitionError(
+        `Cannot append: a topic or partition among ${[...new Set(appends.map((a) => `${a.topic}[${a.partition}]`))].join(', ')} does not exist. Nothing was written.`,
+        { topic: first.topic },
+      );
+    }
+    return autocommit ? translateCommitError(error) : translatePgError(error);
+  }
+
+  /** Appends on a client that is inside a transaction (used by `append` and storage transactions). */
+  async appendOn(client: pg.PoolClient, appends: readonly PartitionAppend[], options: AppendOptions = {}): Promise<PartitionAppendResult[]> {
+    if (appends.length === 0) return [];
+    try {
+      if (options.fence) {
+        const s = plans.fenceStatement(this.#tables, options.fence.transactionalId);
+        const { rows } = await client.query<{ producer_id: string; epoch: number }>(s.text, s.values);
+        const row = rows[0];
+        if (!row || toBigInt(row.producer_id) !== options.fence.producerId || row.epoch !== options.fence.epoch) {
+          throw new ProducerFencedError(
+            `Producer with transactionalId "${options.fence.transactionalId}" (epoch ${options.fence.epoch}) was fenced by a newer producer with the same id; this transaction was aborted.`,
+          );
+        }
+      }
+      if (options.producerId === undefined) {
+        const statement = plans.appendStatement(this.#tables, groupsOf(appends));
+        const { rows } = await client.query<{ topic: string; partition: number; base: string }>(statement.text, statement.values);
+        return resultsOf(appends, rows);
+      }
+      return await this.#appendIdempotent(client, appends, options.producerId);
+    } catch (error) {
+      throw this.#appendError(error, appends, false);
+    }
+  }
+
+  async #appendIdempotent(client: pg.PoolClient, appends: readonly PartitionAppend[], producerId: bigint): Promise<PartitionAppendResult[]> {
+    const sorted = sortAppends(appends);
+    // Lock the heads first: a retry racing its own still-running original waits here, and the
+    // producer-state read below (a new statement, a new snapshot) then sees what the original wrote.
+    const lock = plans.lockHeadsStatement(this.#tables, sorted);
+    const locked = await client.query(lock.text, lock.values);
+    if (locked.rowCount !== sorted.length) {
+      const present = new Set(locked.rows.map((r: { topic: string; partition: number }) => `${r.topic}\u0000${r.partition}`));
+      const missing = sorted.find((a) => !present.has(`${a.topic}\u0000${a.partition}`))!;
+      throw new UnknownTopicOrPartitionError(`Partition ${missing.partition} of topic "${missing.topic}" does not exist. Nothing was written.`, {
+        topic: missing.topic,
+        partition: missing.partition,
+      });
+    }
+    const stateQuery = plans.producerStateStatement(this.#tables, producerId, sorted);
+    const state = await client.query<{ topic: string; partition: number; base_sequence: number; last_sequence: number; base_offset: string }>(
+      stateQuery.text,
+      stateQuery.values,
+    );
+    const stateByKey = new Map(state.rows.map((r) => [`${r.topic}\u0000${r.partition}`, r]));
+    const results = new Map<string, PartitionAppendResult>();
+    const fresh: PartitionAppend[] = [];
+    for (const a of sorted) {
+      const seq = a.baseSequence;
+      if (seq === undefined) throw new InvalidOptionsError('An idempotent append needs a baseSequence for every partition.');
+      const key = `${a.topic}\u0000${a.partition}`;
+      const prev = stateByKey.get(key);
+      if (prev && seq === prev.base_sequence) {
+        results.set(key, { topic: a.topic, partition: a.partition, baseOffset: toBigInt(prev.base_offset), duplicate: true });
+        continue;
+      }
+      const expected = prev ? prev.last_sequence + 1 : 0;
+      if (seq !== expected) {
+        throw new OutOfOrderSequenceError(
+          `Producer ${producerId} sent sequence ${seq} to ${a.topic}[${a.partition}], expected ${expected}. Records may be missing; recreate the producer.`,
+          { topic: a.topic, partition: a.partition },
+        );
+      }
+      fresh.push(a);
+    }
+    if (fresh.length > 0) {
+      const statement = plans.appendStatement(this.#tables, groupsOf(fresh));
+      const { rows } = await client.query<{ topic: string; partition: number; base: string }>(statement.text, statement.values);
+      const written = resultsOf(fresh, rows);
+      for (const r of written) results.set(`${r.topic}\u0000${r.partition}`, r);
+      const upsert = plans.upsertProducerStateStatement(
+        this.#tables,
+        producerId,
+        fresh.map((a) => ({
+          topic: a.topic,
+          partition: a.partition,
+          baseSequence: a.baseSequence!,
+          lastSequence: a.baseSequence! + a.records.length - 1,
+          baseOffset: results.get(`${a.topic}\u0000${a.partition}`)!.baseOffset,
+        })),
+      );
+      await client.query(upsert.text, upsert.values);
+    }
+    return appends.map((a) => results.get(`${a.topic}\u0000${a.partition}`)!);
+  }
+
+  async transaction<T>(fn: (tx: StorageTransaction<Kysely<DB>>) => Promise<T>, options: StorageTransactionOptions = {}): Promise<T> {
+    return this.#inTransaction(async (client) => {
+      let db: Kysely<DB> | undefined;
+      const tx: StorageTransaction<Kysely<DB>> = {
+        get db() {
+          db ??= new Kysely<DB>({ dialect: new PostgresDialect({ pool: singleClientPool(client) as never }) });
+          return db;
+        },
+        append: (appends, appendOptions) => this.appendOn(client, appends, appendOptions),
+      };
+      return fn(tx);
+    }, options);
+  }
+
+  // ---- reading -------------------------------------------------------------------------------
+
+  async fetch(topic: string, partition: number, offset: bigint, limits: FetchLimits): Promise<FetchResult> {
+    const { rows } = await this.#query<{
+      high: string;
+      low: string;
+      offset: string | null;
+      ts: number | null;
+      key: Buffer | null;
+      value: Buffer | null;
+      headers: Buffer | null;
+    }>(plans.fetchStatement(this.#tables, topic, partition, offset, limits.maxRecords));
+    const first = rows[0];
+    if (!first) {
+      throw new UnknownTopicOrPartitionError(`Partition ${partition} of topic "${topic}" does not exist.`, { topic, partition });
+    }
+    const records: StoredRecord[] = [];
+    let bytes = 0;
+    for (const r of rows) {
+      if (r.offset === null) break;
+      const size = (r.key?.length ?? 0) + (r.value?.length ?? 0) + (r.headers?.length ?? 0);
+      if (records.length > 0 && bytes + size > limits.maxBytes) break;
+      bytes += size;
+      records.push({
+        topic,
+        partition,
+        offset: toBigInt(r.offset),
+        timestamp: Math.floor(r.ts!),
+        key: r.key,
+        value: r.value,
+        headers: decodeHeaders(r.headers),
+      });
+    }
+    return { records, highWatermark: toBigInt(first.high), logStartOffset: toBigInt(first.low) };
+  }
+
+  async watch(topics: readonly string[], listener: AppendListener): Promise<() => Promise<void>> {
+    if (!this.#listener) {
+      const o = this.#options;
+      const connectionString = o.connectionString ?? (o.connectionStringProvider ? await o.connectionStringProvider() : undefined);
+      this.#listener = new PgListener(this.#tables.channel, this.#tables.channelIdent, () =>
+        connectionString ? new pg.Client({ connectionString }) : this.pool.connect(),
+      );
+    }
+    return this.#listener.add(new Set(topics), listener);
+  }
+}
+
+function sortAppends(appends: readonly PartitionAppend[]): PartitionAppend[] {
+  return [...appends].sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition));
+}
+
+function groupsOf(appends: readonly PartitionAppend[]): plans.AppendGroup[] {
+  const sorted = sortAppends(appends);
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i]!.topic === sorted[i - 1]!.topic && sorted[i]!.partition === sorted[i - 1]!.partition) {
+      throw new InvalidOptionsError(`Append lists ${sorted[i]!.topic}[${sorted[i]!.partition}] twice; merge its records first.`);
+    }
+  }
+  return sorted.map((a) => ({
+    topic: a.topic,
+    partition: a.partition,
+    rows: a.records.map((r) => ({
+      timestamp: r.timestamp === null ? null : new Date(r.timestamp),
+      key: r.key,
+      value: r.value,
+      headers: encodeHeaders(r.headers),
+    })),
+  }));
+}
+
+function resultsOf(
+  appends: readonly PartitionAppend[],
+  rows: ReadonlyArray<{ topic: string; partition: number; base: string }>,
+): PartitionAppendResult[] {
+  const byKey = new Map(rows.map((r) => [`${r.topic}\u0000${r.partition}`, toBigInt(r.base)]));
+  return appends.map((a) => {
+    const base = byKey.get(`${a.topic}\u0000${a.partition}`);
+    if (base === undefined) {
+      throw new UnknownTopicOrPartitionError(`Partition ${a.partition} of topic "${a.topic}" does not exist.`, {
+        topic: a.topic,
+        partition: a.partition,
+      });
+    }
+    return { topic: a.topic, partition: a.partition, baseOffset: base, duplicate: false };
+  });
+}
+
+type ListenClient = pg.Client | pg.PoolClient;
+
+/**
+ * One LISTEN session per storage, shared by every watcher. It reconnects with backoff when the
+ * connection drops, and then calls every listener once for every partition it watches (a
+ * notification may have been missed while it was down), so consumers re-fetch instead of stalling.
+ */
+class PgListener {
+  readonly #channel: string;
+  readonly #channelIdent: string;
+  readonly #open: () => Promise<ListenClient> | ListenClient;
+  readonly #entries = new Set<{ topics: Set<string>; listener: AppendListener }>();
+  #client: ListenClient | undefined;
+  #starting: Promise<void> | undefined;
+  #closed = false;
+  #retryTimer: NodeJS.Timeout | undefined;
+
+  constructor(channel: string, channelIdent: string, open: () => Promise<ListenClient> | ListenClient) {
+    this.#channel = channel;
+    this.#channelIdent = channelIdent;
+    this.#open = open;
+  }
+
+  async add(topics: Set<string>, listener: AppendListener): Promise<() => Promise<void>> {
+    const entry = { topics, listener };
+    this.#entries.add(entry);
+    await this.#ensure();
+    return async () => {
+      this.#entries.delete(entry);
+    };
+  }
+
+  #ensure(): Promise<void> {
+    if (this.#client || this.#closed) return Promise.resolve();
+    this.#starting ??= this.#start().finally(() => {
+      this.#starting = undefined;
+    });
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
+    const opened = await this.#open();
+    if ('connect' in opened && !('release' in opened)) await (opened as pg.Client).connect();
+    opened.on('notification', (message) => {
+      if (message.channel !== this.#channel || !message.payload) return;
+      const slash = message.payload.lastIndexOf('/');
+      const topic = message.payload.slice(0, slash);
+      const partition = Number(message.payload.slice(slash + 1));
+      for (const e of this.#entries) if (e.topics.has(topic)) e.listener(topic, partition);
+    });
+    opened.on('error', () => this.#lost(opened));
+    opened.on('end', () => this.#lost(opened));
+    await opened.query(`LISTEN ${this.#channelIdent}`);
+    this.#client = opened;
+  }
+
+  #lost(client: ListenClient): void {
+    if (this.#client !== client) return;
+    this.#client = undefined;
+    if ('release' in client) (client as pg.PoolClient).release(true);
+    if (this.#closed) return;
+    const retry = (delay: number) => {
+      this.#retryTimer = setTimeout(() => {
+        this.#ensure().then(
+          () => {
+            // Missed notifications while down: wake every watcher for every partition it may have missed.
+            for (const e of this.#entries) for (const topic of e.topics) e.listener(topic, -1);
+          },
+          () => retry(Math.min(delay * 2, 5_000)),
+        );
+      }, delay);
+      this.#retryTimer.unref();
+    };
+    retry(100);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    await this.#starting?.catch(() => {});
+    const client = this.#client;
+    this.#client = undefined;
+    if (!client) return;
+    if ('release' in client) {
+      await client.query(`UNLISTEN ${this.#channelIdent}`).catch(() => {});
+      client.release();
+    } else {
+      await client.end().catch(() => {});
+    }
+  }
+}

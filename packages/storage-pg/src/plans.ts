@@ -1,0 +1,256 @@
+/**
+ * SQL plans of the Postgres log, kept together. Each function builds one statement; table names
+ * come from `tables(schema)`, which quotes them once.
+ *
+ * ## Ordered visibility (invariant 1)
+ * An append updates its partition's head row (`next_offset = next_offset + n`) and inserts its
+ * records at `[old, old + n)` in the same statement. The row lock on the head is held until the
+ * transaction ends, so a second append to the same partition waits, and takes its offsets only
+ * after the first has committed (or rolled back, leaving no gap). Offsets are therefore assigned
+ * in commit order, and a reader that has seen offset N can never later see a record below N.
+ * Heads are listed in (topic, partition) order so concurrent multi-partition appends take their
+ * locks in one order; Postgres breaks any residual deadlock and the client retries it.
+ */
+import { quoteIdent } from './internal/ident.js';
+
+export interface Tables {
+  readonly schema: string;
+  readonly topics: string;
+  readonly partitions: string;
+  readonly records: string;
+  readonly producerIds: string;
+  readonly transactionalIds: string;
+  readonly producerState: string;
+  /** The LISTEN/NOTIFY channel name (unquoted) and its quoted form. */
+  readonly channel: string;
+  readonly channelIdent: string;
+}
+
+export function tables(schema: string): Tables {
+  const q = (name: string) => `${quoteIdent(schema)}.${quoteIdent(name)}`;
+  const channel = `annals_${schema}`.slice(0, 63);
+  return Object.freeze({
+    schema,
+    topics: q('topics'),
+    partitions: q('partitions'),
+    records: q('records'),
+    producerIds: q('producer_ids'),
+    transactionalIds: q('transactional_ids'),
+    producerState: q('producer_state'),
+    channel,
+    channelIdent: quoteIdent(channel),
+  });
+}
+
+export interface Statement {
+  readonly text: string;
+  readonly values: unknown[];
+}
+
+export interface AppendRow {
+  readonly timestamp: Date | null;
+  readonly key: Uint8Array | null;
+  readonly value: Uint8Array | null;
+  readonly headers: Uint8Array | null;
+}
+
+export interface AppendGroup {
+  readonly topic: string;
+  readonly partition: number;
+  readonly rows: readonly AppendRow[];
+}
+
+/**
+ * One statement that appends every group: advances the heads, inserts the records, and queues a
+ * NOTIFY per partition (delivered at commit). Returns `(topic, partition, base)` per group.
+ *
+ * A group whose head row is missing (topic deleted meanwhile, partition out of range) yields a NULL
+ * offset, which the NOT NULL constraint turns into an error that aborts the whole statement — so an
+ * append never half-succeeds. Groups must be sorted by (topic, partition) and unique.
+ */
+export function appendStatement(t: Tables, groups: readonly AppendGroup[]): Statement {
+  const values: unknown[] = [t.channel];
+  const topicParam = new Map<string, string>();
+  const topicRef = (topic: string): string => {
+    let ref = topicParam.get(topic);
+    if (!ref) {
+      values.push(topic);
+      ref = `$${values.length}`;
+      topicParam.set(topic, ref);
+    }
+    return ref;
+  };
+  const inputs: string[] = [];
+  const rows: string[] = [];
+  for (const g of groups) {
+    const topic = topicRef(g.topic);
+    // Partition numbers and ordinals are integers validated by the caller: literals keep the statement lean.
+    const partition = String(g.partition | 0);
+    inputs.push(inputs.length === 0 ? `(${topic}::text, ${partition}::int, ${g.rows.length}::bigint)` : `(${topic}, ${partition}, ${g.rows.length})`);
+    g.rows.forEach((row, i) => {
+      values.push(row.timestamp, row.key, row.value, row.headers);
+      const n = values.length;
+      rows.push(
+        rows.length === 0
+          ? `(${topic}::text, ${partition}::int, ${i}::bigint, $${n - 3}::timestamptz, $${n - 2}::bytea, $${n - 1}::bytea, $${n}::bytea)`
+          : `(${topic}, ${partition}, ${i}, $${n - 3}, $${n - 2}, $${n - 1}, $${n})`,
+      );
+    });
+  }
+  const text = `WITH input(topic, partition, n) AS (VALUES ${inputs.join(', ')}),
+heads AS (
+  UPDATE ${t.partitions} p SET next_offset = p.next_offset + i.n
+  FROM input i WHERE p.topic = i.topic AND p.partition = i.partition
+  RETURNING p.topic, p.partition, p.next_offset - i.n AS base
+),
+ins AS (
+  INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
+  SELECT r.topic, r.partition, h.base + r.i, coalesce(r.ts, now()), r.key, r.value, r.headers
+  FROM (VALUES ${rows.join(', ')}) AS r(topic, partition, i, ts, key, value, headers)
+  LEFT JOIN heads h ON h.topic = r.topic AND h.partition = r.partition
+)
+SELECT h.topic, h.partition, h.base::text AS base, pg_notify($1, h.topic || '/' || h.partition) IS NULL AS notified
+FROM heads h`;
+  return { text, values };
+}
+
+/** Locks the head rows of the given partitions in (topic, partition) order; returns the ones that exist. */
+export function lockHeadsStatement(t: Tables, keys: ReadonlyArray<{ topic: string; partition: number }>): Statement {
+  return {
+    text: `SELECT topic, partition FROM ${t.partitions}
+WHERE (topic, partition) IN (SELECT * FROM unnest($1::text[], $2::int[]))
+ORDER BY topic, partition FOR UPDATE`,
+    values: [keys.map((k) => k.topic), keys.map((k) => k.partition)],
+  };
+}
+
+export function producerStateStatement(t: Tables, producerId: bigint, keys: ReadonlyArray<{ topic: string; partition: number }>): Statement {
+  return {
+    text: `SELECT topic, partition, base_sequence, last_sequence, base_offset::text AS base_offset FROM ${t.producerState}
+WHERE producer_id = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))`,
+    values: [producerId.toString(), keys.map((k) => k.topic), keys.map((k) => k.partition)],
+  };
+}
+
+export function upsertProducerStateStatement(
+  t: Tables,
+  producerId: bigint,
+  entries: ReadonlyArray<{ topic: string; partition: number; baseSequence: number; lastSequence: number; baseOffset: bigint }>,
+): Statement {
+  return {
+    text: `INSERT INTO ${t.producerState} (producer_id, topic, partition, base_sequence, last_sequence, base_offset)
+SELECT $1, * FROM unnest($2::text[], $3::int[], $4::int[], $5::int[], $6::bigint[])
+ON CONFLICT (producer_id, topic, partition) DO UPDATE
+SET base_sequence = EXCLUDED.base_sequence, last_sequence = EXCLUDED.last_sequence,
+    base_offset = EXCLUDED.base_offset, updated_at = now()`,
+    values: [
+      producerId.toString(),
+      entries.map((e) => e.topic),
+      entries.map((e) => e.partition),
+      entries.map((e) => e.baseSequence),
+      entries.map((e) => e.lastSequence),
+      entries.map((e) => e.baseOffset.toString()),
+    ],
+  };
+}
+
+/** Holds a share lock on the transactional id until commit, so a newer producer cannot take over mid-commit. */
+export function fenceStatement(t: Tables, transactionalId: string): Statement {
+  return {
+    text: `SELECT producer_id::text AS producer_id, epoch FROM ${t.transactionalIds} WHERE transactional_id = $1 FOR SHARE`,
+    values: [transactionalId],
+  };
+}
+
+export function initTransactionalProducerStatement(t: Tables, transactionalId: string): Statement {
+  return {
+    text: `INSERT INTO ${t.transactionalIds} (transactional_id, producer_id, epoch)
+VALUES ($1, nextval('${t.producerIds.replaceAll("'", "''")}'), 0)
+ON CONFLICT (transactional_id) DO UPDATE SET epoch = ${t.transactionalIds}.epoch + 1, updated_at = now()
+RETURNING producer_id::text AS producer_id, epoch`,
+    values: [transactionalId],
+  };
+}
+
+export function nextProducerIdStatement(t: Tables): Statement {
+  return { text: `SELECT nextval('${t.producerIds.replaceAll("'", "''")}')::text AS producer_id`, values: [] };
+}
+
+/** A fetch plus the partition's watermarks, in one round trip. No row when the partition does not exist. */
+export function fetchStatement(t: Tables, topic: string, partition: number, offset: bigint, maxRecords: number): Statement {
+  return {
+    text: `SELECT p.next_offset::text AS high, p.log_start_offset::text AS low,
+  r."offset"::text AS "offset", (extract(epoch FROM r."timestamp") * 1000)::float8 AS ts, r.key, r.value, r.headers
+FROM ${t.partitions} p
+LEFT JOIN LATERAL (
+  SELECT "offset", "timestamp", key, value, headers FROM ${t.records}
+  WHERE topic = p.topic AND partition = p.partition AND "offset" >= $3
+  ORDER BY "offset" LIMIT $4
+) r ON true
+WHERE p.topic = $1 AND p.partition = $2
+ORDER BY r."offset"`,
+    values: [topic, partition, offset.toString(), maxRecords],
+  };
+}
+
+export function createTopicStatements(t: Tables, name: string, partitions: number, config: unknown): Statement[] {
+  return [
+    {
+      text: `INSERT INTO ${t.topics} (name, partitions, config) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING name`,
+      values: [name, partitions, JSON.stringify(config)],
+    },
+    {
+      text: `INSERT INTO ${t.partitions} (topic, partition) SELECT $1, g FROM generate_series(0, $2 - 1) g`,
+      values: [name, partitions],
+    },
+  ];
+}
+
+export function deleteTopicStatements(t: Tables, names: readonly string[]): Statement[] {
+  return [
+    { text: `DELETE FROM ${t.topics} WHERE name = ANY($1::text[]) RETURNING name`, values: [names] },
+    { text: `DELETE FROM ${t.records} WHERE topic = ANY($1::text[])`, values: [names] },
+    { text: `DELETE FROM ${t.producerState} WHERE topic = ANY($1::text[])`, values: [names] },
+  ];
+}
+
+export function lockTopicStatement(t: Tables, name: string): Statement {
+  return { text: `SELECT partitions, config FROM ${t.topics} WHERE name = $1 FOR UPDATE`, values: [name] };
+}
+
+export function addPartitionsStatements(t: Tables, name: string, from: number, to: number): Statement[] {
+  return [
+    { text: `UPDATE ${t.topics} SET partitions = $2 WHERE name = $1`, values: [name, to] },
+    {
+      text: `INSERT INTO ${t.partitions} (topic, partition) SELECT $1, g FROM generate_series($2::int, $3::int - 1) g`,
+      values: [name, from, to],
+    },
+  ];
+}
+
+export function updateConfigStatement(t: Tables, name: string, config: unknown): Statement {
+  return { text: `UPDATE ${t.topics} SET config = $2 WHERE name = $1`, values: [name, JSON.stringify(config)] };
+}
+
+export function describeTopicsStatement(t: Tables, names?: readonly string[]): Statement {
+  return names
+    ? { text: `SELECT name, partitions, config FROM ${t.topics} WHERE name = ANY($1::text[]) ORDER BY name`, values: [names] }
+    : { text: `SELECT name, partitions, config FROM ${t.topics} ORDER BY name`, values: [] };
+}
+
+export function watermarksStatement(t: Tables, topic: string): Statement {
+  return {
+    text: `SELECT partition, log_start_offset::text AS low, next_offset::text AS high FROM ${t.partitions} WHERE topic = $1 ORDER BY partition`,
+    values: [topic],
+  };
+}
+
+export function offsetsByTimestampStatement(t: Tables, topic: string, timestamp: Date): Statement {
+  return {
+    text: `SELECT p.partition, coalesce(
+  (SELECT min(r."offset") FROM ${t.records} r WHERE r.topic = p.topic AND r.partition = p.partition AND r."timestamp" >= $2),
+  p.next_offset)::text AS "offset"
+FROM ${t.partitions} p WHERE p.topic = $1 ORDER BY p.partition`,
+    values: [topic, timestamp],
+  };
+}
