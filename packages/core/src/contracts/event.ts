@@ -44,7 +44,7 @@ export interface EventDefinitionInput<T extends string, V extends VersionMap> {
   /** Payload schemas per version, keyed 1, 2, 3, … without gaps. */
   readonly versions: V;
   /** One upcaster per version except the latest, each to the following version. */
-  readonly upcast?: Upcasters<V>;
+  readonly upcast?: NoInfer<Upcasters<V>>;
 }
 
 /** The payload type of an event contract's latest version, as publishers give it and handlers get it. */

@@ -1,0 +1,151 @@
+/**
+ * Client resilience on a real PostgreSQL: lost COMMIT acknowledgements (through a proxy that
+ * swallows the reply after the server committed), cut connections and terminated backends.
+ * After the retries, every acknowledged record is in the log exactly once.
+ */
+import { Annals, CommitOutcomeUnknownError, ProducerFencedError, TransactionTimeoutError } from '@annals/core';
+import { FaultProxy } from '@annals/testing';
+import { describe, expect, it } from 'vitest';
+import { PgLogStorage } from '../src/index.js';
+import { adminClient, database, freshAnnals, sleep } from './support.js';
+
+async function readAll(annals: Annals<any>, topic: string, partitions: number): Promise<string[]> {
+  const values: string[] = [];
+  for (let p = 0; p < partitions; p++) {
+    let offset = 0n;
+    for (;;) {
+      const r = await annals.fetch(topic, p, offset, { maxRecords: 1000 });
+      if (r.messages.length === 0) break;
+      values.push(...r.messages.map((m) => m.value!.toString()));
+      offset = BigInt(r.messages.at(-1)!.offset) + 1n;
+    }
+  }
+  return values;
+}
+
+async function throughProxy(schema: string) {
+  const direct = new URL(database.connectionString);
+  const proxy = new FaultProxy({ target: { host: '127.0.0.1', port: Number(direct.port || 5432) } });
+  await proxy.start();
+  const annals = new Annals({
+    clientId: 'resilience',
+    storage: new PgLogStorage({ connectionString: proxy.connectionString(database.connectionString), schema }),
+    retry: { retries: 10, initialRetryTime: 20, maxRetryTime: 500 },
+  });
+  return { proxy, annals };
+}
+
+describe('lost commit acknowledgements', () => {
+  it('an idempotent producer retries a send whose COMMIT reply was lost, and writes it once', async () => {
+    const setup = freshAnnals();
+    await setup.admin().createTopics({ topics: [{ topic: 'idem', numPartitions: 3 }] });
+    const { proxy, annals } = await throughProxy((setup.storage as PgLogStorage).schema);
+    try {
+      const producer = annals.producer({ idempotent: true });
+      await producer.connect();
+      const acknowledged: string[] = [];
+      for (let i = 0; i < 120; i++) {
+        if (i % 10 === 3) proxy.dropCommitReplies(1);
+        if (i % 25 === 11) proxy.cutAll();
+        const value = `v${i}`;
+        await producer.send({ topic: 'idem', messages: [{ key: `k${i % 7}`, value }] });
+        acknowledged.push(value);
+      }
+      expect(proxy.droppedCommits).toBeGreaterThanOrEqual(10);
+      const stored = await readAll(setup, 'idem', 3);
+      expect(stored.length).toBe(acknowledged.length);
+      expect(new Set(stored)).toEqual(new Set(acknowledged));
+    } finally {
+      await annals.disconnect();
+      await proxy.stop();
+    }
+  });
+
+  it('a plain producer reports a lost COMMIT reply as an unknown outcome, not as a failure', async () => {
+    const setup = freshAnnals();
+    await setup.admin().createTopics({ topics: [{ topic: 'plain', numPartitions: 1 }] });
+    const { proxy, annals } = await throughProxy((setup.storage as PgLogStorage).schema);
+    try {
+      // acks: 1 makes the plain producer use BEGIN/COMMIT, which the proxy can intercept.
+      const producer = annals.producer();
+      await producer.send({ topic: 'plain', messages: [{ value: 'warm-up' }], acks: 1 });
+      proxy.dropCommitReplies(1);
+      const error = await producer.send({ topic: 'plain', messages: [{ value: 'maybe' }], acks: 1 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(CommitOutcomeUnknownError);
+      // It did commit: the server processed the COMMIT before the reply was lost.
+      expect(await readAll(setup, 'plain', 1)).toEqual(['warm-up', 'maybe']);
+    } finally {
+      await annals.disconnect();
+      await proxy.stop();
+    }
+  });
+});
+
+describe('terminated backends', () => {
+  it('idempotent sends keep going while the producer backends are terminated: each acknowledged record once', async () => {
+    const annals = freshAnnals();
+    await annals.admin().createTopics({ topics: [{ topic: 'term', numPartitions: 2 }] });
+    const admin = await adminClient();
+    const producer = annals.producer({ idempotent: true });
+    await producer.connect();
+    const schema = (annals.storage as PgLogStorage).schema;
+    let stop = false;
+    let terminated = 0;
+    const killer = (async () => {
+      while (!stop) {
+        await sleep(15);
+        // Terminate every other session on this database (ours, the test's admin client, excepted).
+        const { rowCount } = await admin.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`,
+        );
+        terminated += rowCount ?? 0;
+      }
+    })();
+    const acknowledged: string[] = [];
+    try {
+      for (let i = 0; i < 150; i++) {
+        const value = `t${i}`;
+        await producer.send({ topic: 'term', messages: [{ key: `k${i % 5}`, value }] });
+        acknowledged.push(value);
+      }
+    } finally {
+      stop = true;
+      await killer;
+    }
+    expect(terminated).toBeGreaterThan(0);
+    const stored = await readAll(annals, 'term', 2);
+    expect(stored.length).toBe(acknowledged.length);
+    expect(new Set(stored)).toEqual(new Set(acknowledged));
+    void schema;
+  }, 60_000);
+});
+
+describe('transactional producers', () => {
+  it('a newer producer with the same transactionalId fences the older one', async () => {
+    const annals = freshAnnals();
+    await annals.admin().createTopics({ topics: [{ topic: 'fence', numPartitions: 1 }] });
+    const older = annals.producer({ transactionalId: 'order-processor-1' });
+    await older.connect();
+    const tx = await older.transaction();
+    await tx.send({ topic: 'fence', messages: [{ value: 'from older' }] });
+    const newer = annals.producer({ transactionalId: 'order-processor-1' });
+    await newer.connect();
+    await expect(tx.commit()).rejects.toBeInstanceOf(ProducerFencedError);
+    const tx2 = await newer.transaction();
+    await tx2.send({ topic: 'fence', messages: [{ value: 'from newer' }] });
+    await tx2.commit();
+    const { messages } = await annals.fetch('fence', 0, 0n);
+    expect(messages.map((m) => m.value!.toString())).toEqual(['from newer']);
+  });
+
+  it('transactionTimeout aborts a transaction left open too long', async () => {
+    const annals = freshAnnals();
+    await annals.admin().createTopics({ topics: [{ topic: 'slow', numPartitions: 1 }] });
+    const producer = annals.producer({ transactionalId: 'slow-1', transactionTimeout: 100 });
+    const tx = await producer.transaction();
+    await tx.send({ topic: 'slow', messages: [{ value: 'late' }] });
+    await sleep(150);
+    await expect(tx.commit()).rejects.toBeInstanceOf(TransactionTimeoutError);
+    expect((await annals.fetch('slow', 0, 0n)).messages).toEqual([]);
+  });
+});
