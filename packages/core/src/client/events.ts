@@ -7,7 +7,7 @@ import { jsonCodec } from '../codec/json-codec.js';
 import { msgpackCodec } from '../codec/msgpack-codec.js';
 import type { EventContract } from '../contracts/event.js';
 import type { TopicContract } from '../contracts/topic.js';
-import { CorruptRecordError, UnknownEventTypeError } from '../errors.js';
+import { CorruptRecordError, SchemaValidationError, UnknownEventTypeError } from '../errors.js';
 import type { StoredHeaders, StoredRecord } from '../storage/log-storage.js';
 
 /** Header names the typed layer sets on every record it writes. */
@@ -41,8 +41,20 @@ export function encodeEvent(
     if (error && typeof error === 'object') Object.assign(error, { topic });
     throw error;
   }
+  let value: Uint8Array;
+  try {
+    value = codec.encode(valid);
+  } catch (cause) {
+    // The codec refuses values it cannot round-trip (Map, Set, class instances, …).
+    const message = cause instanceof Error ? cause.message : String(cause);
+    throw new SchemaValidationError(
+      `Payload for "${contract.type}" cannot be encoded with ${codec.name}: ${message}. Nothing was written.`,
+      [{ code: 'unencodable', path: [], message }],
+      { topic, eventType: contract.type, schemaVersion: contract.latestVersion, cause },
+    );
+  }
   return {
-    value: codec.encode(valid),
+    value,
     headers: {
       [EVENT_TYPE_HEADER]: encoder.encode(contract.type),
       [SCHEMA_VERSION_HEADER]: encoder.encode(String(contract.latestVersion)),
