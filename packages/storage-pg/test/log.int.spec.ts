@@ -182,8 +182,6 @@ describe('producer', () => {
     const producer = annals.producer();
     await producer.send({ topic: 'doomed', messages: [{ value: 'warm the metadata cache' }] });
     // The topic disappears behind the producer's cached metadata: its send fails at append time.
-    const other = freshAnnals();
-    void other;
     await annals.storage.deleteTopics(['doomed']);
     const sends = [
       producer.send({ topic: 'mixed', messages: [{ value: 'a', partition: 0 }] }),

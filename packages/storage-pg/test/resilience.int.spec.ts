@@ -88,7 +88,6 @@ describe('terminated backends', () => {
     const admin = await adminClient();
     const producer = annals.producer({ idempotent: true });
     await producer.connect();
-    const schema = (annals.storage as PgLogStorage).schema;
     let stop = false;
     let terminated = 0;
     const killer = (async () => {
@@ -116,7 +115,6 @@ describe('terminated backends', () => {
     const stored = await readAll(annals, 'term', 2);
     expect(stored.length).toBe(acknowledged.length);
     expect(new Set(stored)).toEqual(new Set(acknowledged));
-    void schema;
   }, 60_000);
 });
 
