@@ -1,6 +1,7 @@
 /**
  * CPU accounting for the benchmark's details table: this Node process (process.cpuUsage) and every
- * local `postgres` process (utime + stime from /proc, Linux only; NaN elsewhere). Taken outside the
+ * local `postgres` process (utime + stime, plus the CPU of exited backends the postmaster reaped,
+ * from /proc; Linux only, NaN elsewhere). Taken outside the
  * timed sections.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -27,8 +28,9 @@ function postgresCpuMs(): number {
       const close = stat.lastIndexOf(')');
       if (stat.slice(open + 1, close) !== 'postgres') continue;
       const fields = stat.slice(close + 2).split(' ');
-      // Fields after the command: state is [0], utime is [11], stime is [12].
-      ticks += Number(fields[11]) + Number(fields[12]);
+      // Fields after the command: state is [0], utime [11], stime [12], cutime [13], cstime [14].
+      // cutime/cstime of the postmaster keep the CPU of backends that have exited meanwhile.
+      ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
     }
     return (ticks * 1000) / TICKS_PER_SECOND;
   } catch {

@@ -485,6 +485,22 @@ async function notifyLatency(ctx: Context, s: BenchSettings, ms: number): Promis
   };
   ctx.notifyListener.on('notification', onNotification);
   try {
+    // One connection runs one query at a time: due notifications queue here and are sent in order
+    // (the queueing counts in their latency, as it does for the producer's coalesced sends).
+    const queue: number[] = [];
+    let scheduling = true;
+    let wake: (() => void) | undefined;
+    const drain = (async () => {
+      while (scheduling || queue.length > 0) {
+        const i = queue.shift();
+        if (i === undefined) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+          continue;
+        }
+        await ctx.notifySender.query('SELECT pg_notify($1, $2)', [ctx.notifyChannel, String(base + i)]).catch(() => {});
+      }
+    })();
     let sent = 0;
     const interval = 1000 / s.latencyRate;
     const t0 = now();
@@ -492,11 +508,15 @@ async function notifyLatency(ctx: Context, s: BenchSettings, ms: number): Promis
       const due = Math.min(total, Math.floor((now() - t0) / interval) + 1);
       while (sent < due) {
         sendAt[sent] = now();
-        ctx.notifySender.query('SELECT pg_notify($1, $2)', [ctx.notifyChannel, String(base + sent)]).catch(() => {});
+        queue.push(sent);
         sent++;
       }
+      wake?.();
       await sleep(1);
     }
+    scheduling = false;
+    wake?.();
+    await drain;
     const waitUntil = now() + 3_000;
     while (latencies.length < sent && now() < waitUntil) await sleep(5);
   } finally {

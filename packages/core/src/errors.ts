@@ -151,6 +151,24 @@ export class ProducerFencedError extends AnnalsError {
   readonly code = 'PRODUCER_FENCED' as const;
 }
 
+/**
+ * A consumer-group member committed (or processed) for a partition it no longer owns: another
+ * member has claimed it since (a newer generation). Its transaction was rolled back.
+ */
+export class IllegalGenerationError extends AnnalsError {
+  readonly code = 'ILLEGAL_GENERATION' as const;
+}
+
+/** A group operation that needs an empty group (delete, reset offsets) found live members. */
+export class GroupNotEmptyError extends AnnalsError {
+  readonly code = 'NON_EMPTY_GROUP' as const;
+}
+
+/** A consumer-group id that does not exist. */
+export class GroupIdNotFoundError extends AnnalsError {
+  readonly code = 'GROUP_ID_NOT_FOUND' as const;
+}
+
 /** A transaction stayed open longer than `transactionTimeout` and was aborted. */
 export class TransactionTimeoutError extends AnnalsError {
   readonly code = 'TRANSACTION_TIMED_OUT' as const;

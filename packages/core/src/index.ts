@@ -11,6 +11,9 @@ export {
   ConnectionError,
   CorruptRecordError,
   EmbeddedServerError,
+  GroupIdNotFoundError,
+  GroupNotEmptyError,
+  IllegalGenerationError,
   InvalidConfigError,
   InvalidOptionsError,
   InvalidPartitionsError,
@@ -74,6 +77,22 @@ export { Producer, ProducerTransaction } from './client/producer.js';
 export type { ProducerBatch, ProducerInput, ProducerRecord } from './client/producer.js';
 export type { PublishOptions } from './client/prepare.js';
 export type { AnnalsTransaction } from './client/transaction.js';
+export { Consumer, ConsumerEvents } from './client/consumer.js';
+export type {
+  Batch,
+  ConsumerEventName,
+  ConsumerInput,
+  ConsumerRunConfig,
+  EachBatchPayload,
+  EachEventPayload,
+  EachMessagePayload,
+  FailurePolicy,
+  HandlerTransaction,
+  InstrumentationEvent,
+} from './client/consumer.js';
+export { assignPartitions } from './client/assignors.js';
+export type { AssignmentStrategy, TopicPartition } from './client/assignors.js';
+export type { GroupLag, OffsetResetTarget } from './client/admin.js';
 export { PartitionReader } from './client/reader.js';
 export type { Assignment, ReaderBatch, ReaderInput, ReaderRunInput, StartOffset } from './client/reader.js';
 export type { IHeaders, KafkaMessage, Message, RecordMetadata } from './client/messages.js';

@@ -68,6 +68,45 @@ function migrations(schema: string): Record<string, Migration> {
         await sql`DROP SEQUENCE ${t('producer_ids')}`.execute(db);
       },
     },
+    '0002_consumer_groups': {
+      async up(db: AnyDb) {
+        await sql`CREATE TABLE ${t('group_members')} (
+          group_id            text NOT NULL,
+          member_id           text NOT NULL,
+          client_id           text NOT NULL,
+          client_host         text NOT NULL,
+          topics              text[] NOT NULL,
+          session_timeout_ms  integer NOT NULL,
+          backend_pid         integer NOT NULL,
+          application_name    text NOT NULL,
+          joined_at           timestamptz NOT NULL DEFAULT now(),
+          heartbeat_at        timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (group_id, member_id)
+        )`.execute(db);
+        // The generation survives releases: the next owner's claim bumps it, fencing the last one.
+        await sql`CREATE TABLE ${t('partition_owners')} (
+          group_id    text NOT NULL,
+          topic       text NOT NULL,
+          partition   integer NOT NULL,
+          member_id   text,
+          generation  bigint NOT NULL,
+          claimed_at  timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (group_id, topic, partition)
+        )`.execute(db);
+        await sql`CREATE TABLE ${t('group_offsets')} (
+          group_id          text NOT NULL,
+          topic             text NOT NULL,
+          partition         integer NOT NULL,
+          committed_offset  bigint NOT NULL,
+          metadata          text,
+          committed_at      timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (group_id, topic, partition)
+        )`.execute(db);
+      },
+      async down(db: AnyDb) {
+        for (const name of ['group_offsets', 'partition_owners', 'group_members']) await sql`DROP TABLE ${t(name)}`.execute(db);
+      },
+    },
   };
 }
 

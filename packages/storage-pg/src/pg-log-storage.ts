@@ -8,9 +8,13 @@
  * locks are held for as short a time as possible.
  */
 import {
+  ConnectionError,
   DEFAULT_TOPIC_CONFIG,
+  GroupNotEmptyError,
+  IllegalGenerationError,
   InvalidOptionsError,
   InvalidPartitionsError,
+  InvalidTransactionStateError,
   NotConnectedError,
   OutOfOrderSequenceError,
   ProducerFencedError,
@@ -20,6 +24,14 @@ import {
   resolveTopicConfig,
   type AppendListener,
   type AppendOptions,
+  type CommitFence,
+  type CommittedOffset,
+  type GroupDescription,
+  type GroupSession,
+  type GroupSessionEvents,
+  type MemberMetadata,
+  type DeferredTransaction,
+  type OffsetCommit,
   type FetchLimits,
   type FetchResult,
   type LogStorage,
@@ -35,12 +47,22 @@ import {
   type TopicSpec,
 } from '@annals/core';
 import { Kysely, PostgresDialect } from 'kysely';
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { decodeHeaders, encodeHeaders } from './internal/headers.js';
 import { validateSchemaName } from './internal/ident.js';
 import { isConnectionFailure, translateCommitError, translatePgError } from './internal/pg-errors.js';
 import { migrateToLatest } from './migrations.js';
+import { PgGroupSession, type SessionClient } from './pg-group-session.js';
 import * as plans from './plans.js';
+import {
+  commitOffsetsStatement,
+  deleteGroupStatements,
+  describeGroupStatement,
+  fetchCommittedStatement,
+  listGroupsStatement,
+  liveMembersStatement,
+} from './plans-groups.js';
 
 /** Options of {@link PgLogStorage}: exactly one of `connectionString`, `pool` or `connect`. */
 export interface PgLogStorageInput {
@@ -479,17 +501,172 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
   }
 
   async transaction<T>(fn: (tx: StorageTransaction<Kysely<DB>>) => Promise<T>, options: StorageTransactionOptions = {}): Promise<T> {
-    return this.#inTransaction(async (client) => {
-      let db: Kysely<DB> | undefined;
-      const tx: StorageTransaction<Kysely<DB>> = {
-        get db() {
-          db ??= new Kysely<DB>({ dialect: new PostgresDialect({ pool: singleClientPool(client) as never }) });
-          return db;
+    const tx = this.deferredTransaction(options);
+    let result: T;
+    try {
+      result = await fn(tx);
+    } catch (error) {
+      await tx.rollback();
+      throw error;
+    }
+    await tx.commit();
+    return result;
+  }
+
+  deferredTransaction(options: StorageTransactionOptions = {}): DeferredTransaction<Kysely<DB>> {
+    return new PgDeferredTransaction<DB>(this, options);
+  }
+
+  /** @internal A pooled client with its error event guarded. */
+  acquireClient(): Promise<pg.PoolClient> {
+    return this.#client();
+  }
+
+  // ---- consumer groups -----------------------------------------------------------------------
+
+  async #sessionClient(applicationName: string): Promise<{ client: SessionClient; close: (c: SessionClient, broken: boolean) => Promise<void> }> {
+    const o = this.#options;
+    const connectionString = o.connectionString ?? (o.connectionStringProvider ? await o.connectionStringProvider() : undefined);
+    try {
+      if (connectionString) {
+        const client = new pg.Client({ connectionString, application_name: applicationName });
+        client.on('error', () => {});
+        await client.connect();
+        return { client, close: async (c) => void (await (c as pg.Client).end().catch(() => {})) };
+      }
+      // A pool the user owns: hold one of its clients for the session's lifetime.
+      const client = await this.pool.connect();
+      client.on('error', () => {});
+      await client.query(`SET application_name = '${applicationName.replaceAll("'", "''")}'`);
+      return {
+        close: async (c, broken) => {
+          if (!broken) await c.query('RESET application_name').catch(() => {});
+          (c as pg.PoolClient).release(broken ? true : undefined);
         },
-        append: (appends, appendOptions) => this.appendOn(client, appends, appendOptions),
+        client,
       };
-      return fn(tx);
-    }, options);
+    } catch (error) {
+      throw translatePgError(error);
+    }
+  }
+
+  async joinGroup(groupId: string, member: MemberMetadata, events: GroupSessionEvents): Promise<GroupSession> {
+    const memberId = `${member.clientId}-${randomUUID()}`;
+    const applicationName = `annals:${memberId}`.slice(0, 63);
+    const { client, close } = await this.#sessionClient(applicationName);
+    const session = new PgGroupSession({ tables: this.#tables, groupId, memberId, client, close, events, topics: member.topics });
+    try {
+      await session.start(member, applicationName);
+    } catch (error) {
+      await session.leave();
+      throw error;
+    }
+    return session;
+  }
+
+  async commitOffsets(groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void> {
+    if (commits.length === 0) return;
+    const client = await this.#client();
+    let broken: unknown;
+    try {
+      await this.commitOffsetsOn(client, groupId, commits, fence);
+    } catch (error) {
+      if (isConnectionFailure(error) || (error instanceof ConnectionError)) broken = error;
+      throw error;
+    } finally {
+      client.release(broken instanceof Error ? broken : undefined);
+    }
+  }
+
+  /** @internal Commits offsets on a client (inside a transaction or autocommitted). */
+  async commitOffsetsOn(client: pg.PoolClient, groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void> {
+    const rows = commits.map((c) => ({
+      topic: c.topic,
+      partition: c.partition,
+      offset: c.offset,
+      metadata: c.metadata ?? null,
+      generation: fence ? (fence.generations.get(`${c.topic}/${c.partition}`) ?? -1n) : null,
+    }));
+    const statement = commitOffsetsStatement(this.#tables, groupId, rows, fence ? fence.memberId : null);
+    try {
+      await client.query(statement.text, statement.values);
+    } catch (error) {
+      const e = error as { code?: string; column?: string };
+      if (e?.code === '23502' && e.column === 'committed_offset') {
+        throw new IllegalGenerationError(
+          `Member ${fence?.memberId} no longer owns ${commits.map((c) => `${c.topic}[${c.partition}]`).join(', ')} in group "${groupId}" at the generation it holds: another member claimed it. Nothing was committed.`,
+          { groupId },
+        );
+      }
+      throw translatePgError(error, { groupId });
+    }
+  }
+
+  async fetchCommittedOffsets(groupId: string, topics?: readonly string[]): Promise<CommittedOffset[]> {
+    const { rows } = await this.#query<{ topic: string; partition: number; committed_offset: string; metadata: string | null; committed_at: number }>(
+      fetchCommittedStatement(this.#tables, groupId, topics),
+    );
+    return rows.map((r) => ({
+      topic: r.topic,
+      partition: r.partition,
+      offset: toBigInt(r.committed_offset),
+      metadata: r.metadata,
+      committedAt: Math.floor(r.committed_at),
+    }));
+  }
+
+  async listGroups(): Promise<string[]> {
+    const { rows } = await this.#query<{ group_id: string }>(listGroupsStatement(this.#tables));
+    return rows.map((r) => r.group_id);
+  }
+
+  async describeGroup(groupId: string): Promise<GroupDescription> {
+    const members = await this.#query<{ member_id: string; client_id: string; client_host: string; topics: string[]; joined_at: number; heartbeat_at: number }>(
+      liveMembersStatement(this.#tables, groupId),
+    );
+    const parts = await this.#query<{
+      topic: string;
+      partition: number;
+      committed_offset: string | null;
+      log_start_offset: string;
+      log_end_offset: string;
+      member_id: string | null;
+      generation: string | null;
+      first_unconsumed_ts: number | null;
+    }>(describeGroupStatement(this.#tables, groupId));
+    return {
+      groupId,
+      members: members.rows.map((r) => ({
+        memberId: r.member_id,
+        clientId: r.client_id,
+        clientHost: r.client_host,
+        topics: r.topics,
+        joinedAt: Math.floor(r.joined_at),
+        heartbeatAt: Math.floor(r.heartbeat_at),
+      })),
+      partitions: parts.rows.map((r) => ({
+        topic: r.topic,
+        partition: r.partition,
+        committedOffset: r.committed_offset === null ? null : toBigInt(r.committed_offset),
+        logStartOffset: toBigInt(r.log_start_offset),
+        logEndOffset: toBigInt(r.log_end_offset),
+        firstUnconsumedTimestamp: r.first_unconsumed_ts === null ? null : Math.floor(r.first_unconsumed_ts),
+        ownerMemberId: r.member_id,
+        generation: r.generation === null ? null : toBigInt(r.generation),
+      })),
+    };
+  }
+
+  async deleteGroups(groupIds: readonly string[]): Promise<void> {
+    await this.#inTransaction(async (client) => {
+      const [members, ...rest] = deleteGroupStatements(this.#tables, groupIds);
+      const live = await client.query<{ group_id: string }>(members!.text, members!.values);
+      if (live.rows.length > 0) {
+        const groupId = live.rows[0]!.group_id;
+        throw new GroupNotEmptyError(`Group "${groupId}" has live members; stop its consumers before deleting it.`, { groupId });
+      }
+      for (const st of rest) await client.query(st.text, st.values);
+    });
   }
 
   // ---- reading -------------------------------------------------------------------------------
@@ -578,6 +755,133 @@ function resultsOf(
     }
     return { topic: a.topic, partition: a.partition, baseOffset: base, duplicate: false };
   });
+}
+
+/**
+ * A transaction that begins on first use. The Kysely handle's pool hands out the transaction's
+ * client and begins the transaction when Kysely first asks for a connection, so a handler that
+ * never queries never opens one.
+ */
+class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
+  readonly #storage: PgLogStorage<DB>;
+  readonly #options: StorageTransactionOptions;
+  readonly #started = Date.now();
+  #begin: Promise<pg.PoolClient> | undefined;
+  #client: pg.PoolClient | undefined;
+  #db: Kysely<DB> | undefined;
+  #ended = false;
+  #savepoints = 0;
+
+  constructor(storage: PgLogStorage<DB>, options: StorageTransactionOptions) {
+    this.#storage = storage;
+    this.#options = options;
+  }
+
+  get begun(): boolean {
+    return this.#begin !== undefined;
+  }
+
+  #ensure(): Promise<pg.PoolClient> {
+    if (this.#ended) {
+      return Promise.reject(new InvalidTransactionStateError('This transaction has ended; its handle cannot be used any more.'));
+    }
+    this.#begin ??= (async () => {
+      const client = await this.#storage.acquireClient();
+      try {
+        await client.query('BEGIN');
+        const acks = this.#options.acks;
+        if (acks !== undefined && acks !== -1) await client.query(`SET LOCAL synchronous_commit = ${acks === 1 ? 'local' : 'off'}`);
+        if (this.#options.timeoutMs !== undefined) {
+          // Backstop: a transaction forgotten idle (holding locks) is ended by the server itself.
+          await client.query(`SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, Math.floor(this.#options.timeoutMs))}`);
+        }
+      } catch (error) {
+        client.release(isConnectionFailure(error) ? (error as Error) : undefined);
+        throw translatePgError(error);
+      }
+      this.#client = client;
+      return client;
+    })();
+    return this.#begin;
+  }
+
+  get db(): Kysely<DB> {
+    this.#db ??= new Kysely<DB>({
+      dialect: new PostgresDialect({
+        pool: {
+          connect: async () => {
+            const client = await this.#ensure();
+            return { query: client.query.bind(client), release: () => {} };
+          },
+          end: async () => {},
+        } as never,
+      }),
+    });
+    return this.#db;
+  }
+
+  async append(appends: readonly PartitionAppend[], options?: AppendOptions): Promise<PartitionAppendResult[]> {
+    if (appends.length === 0) return [];
+    return this.#storage.appendOn(await this.#ensure(), appends, options);
+  }
+
+  async commitOffsets(groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void> {
+    if (commits.length === 0) return;
+    await this.#storage.commitOffsetsOn(await this.#ensure(), groupId, commits, fence);
+  }
+
+  async savepoint<T>(fn: () => Promise<T>): Promise<T> {
+    const client = this.#client;
+    if (!client) return fn();
+    const name = `annals_sp_${++this.#savepoints}`;
+    await client.query(`SAVEPOINT ${name}`).catch((e: unknown) => Promise.reject(translatePgError(e)));
+    try {
+      const result = await fn();
+      await client.query(`RELEASE SAVEPOINT ${name}`);
+      return result;
+    } catch (error) {
+      await client.query(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => {});
+      throw translatePgError(error);
+    }
+  }
+
+  async commit(): Promise<void> {
+    if (this.#ended) throw new InvalidTransactionStateError('This transaction has already ended.');
+    this.#ended = true;
+    if (!this.#begin) return;
+    const client = await this.#begin;
+    let broken: unknown;
+    try {
+      if (this.#options.timeoutMs !== undefined && Date.now() - this.#started > this.#options.timeoutMs) {
+        await client.query('ROLLBACK').catch((e: unknown) => (broken = e));
+        throw new TransactionTimeoutError(
+          `The transaction stayed open ${Date.now() - this.#started} ms, longer than its timeout (${this.#options.timeoutMs} ms), and was rolled back.`,
+        );
+      }
+      await client.query('COMMIT');
+    } catch (error) {
+      if (isConnectionFailure(error)) broken = error;
+      throw translateCommitError(error);
+    } finally {
+      client.release(broken instanceof Error ? broken : broken ? true : undefined);
+    }
+  }
+
+  async rollback(): Promise<void> {
+    if (this.#ended) return;
+    this.#ended = true;
+    if (!this.#begin) return;
+    const client = await this.#begin.catch(() => undefined);
+    if (!client) return;
+    let broken: unknown;
+    try {
+      await client.query('ROLLBACK');
+    } catch (error) {
+      broken = error;
+    } finally {
+      client.release(broken instanceof Error ? broken : broken ? true : undefined);
+    }
+  }
 }
 
 type ListenClient = pg.Client | pg.PoolClient;

@@ -21,6 +21,9 @@ export interface Tables {
   readonly producerIds: string;
   readonly transactionalIds: string;
   readonly producerState: string;
+  readonly groupMembers: string;
+  readonly partitionOwners: string;
+  readonly groupOffsets: string;
   /** The LISTEN/NOTIFY channel name (unquoted) and its quoted form. */
   readonly channel: string;
   readonly channelIdent: string;
@@ -37,6 +40,9 @@ export function tables(schema: string): Tables {
     producerIds: q('producer_ids'),
     transactionalIds: q('transactional_ids'),
     producerState: q('producer_state'),
+    groupMembers: q('group_members'),
+    partitionOwners: q('partition_owners'),
+    groupOffsets: q('group_offsets'),
     channel,
     channelIdent: quoteIdent(channel),
   });

@@ -94,7 +94,8 @@ export function useTestDatabase(input: UseTestDatabaseInput = {}): TestDatabaseH
   const current = (): TestDatabase => {
     if (database === undefined) {
       throw new Error(
-        'useTestDatabase(): the database does not exist yet. Read its fields inside tests or hooks, not while the file is being collected.',
+        'useTestDatabase(): the database does not exist yet. ' +
+          'Read its fields inside tests or hooks, not while the file is being collected.',
       );
     }
     return database;
@@ -177,13 +178,8 @@ async function withAdminClient<T>(adminUrl: string, work: (client: pg.Client) =>
 }
 
 function withDatabase(adminUrl: string, database: string): string {
-  let url: URL;
-  try {
-    url = new URL(adminUrl);
-  } catch {
-    url = new URL('invalid:');
-  }
-  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+  const url = URL.canParse(adminUrl) ? new URL(adminUrl) : undefined;
+  if (url?.protocol !== 'postgres:' && url?.protocol !== 'postgresql:') {
     throw new InvalidOptionsError(
       `The admin connection string must be a postgres:// URL, got ${redactConnectionString(adminUrl)}`,
     );

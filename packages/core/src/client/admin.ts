@@ -3,7 +3,13 @@ import type { TopicContract } from '../contracts/topic.js';
 import { isTopicContract } from '../contracts/topic.js';
 import { resolveTopicConfig, topicConfigEntries, type ConfigEntry } from '../contracts/topic-config.js';
 import { validateTopicName } from '../contracts/topic-name.js';
-import { InvalidConfigError, InvalidOptionsError, InvalidPartitionsError, TopicAlreadyExistsError } from '../errors.js';
+import {
+  GroupNotEmptyError,
+  InvalidConfigError,
+  InvalidOptionsError,
+  InvalidPartitionsError,
+  TopicAlreadyExistsError,
+} from '../errors.js';
 import type { TopicSpec } from '../storage/log-storage.js';
 import type { ClientContext } from './context.js';
 import { withRetry } from './retry.js';
@@ -80,6 +86,29 @@ export interface DescribeConfigResponse {
   }>;
   readonly throttleTime: number;
 }
+
+/** One row of `kafka-consumer-groups --describe`, as data. */
+export interface GroupLag {
+  readonly topic: string;
+  readonly partition: number;
+  /** The committed offset (next to consume), or null when the group has none. */
+  readonly currentOffset: string | null;
+  readonly logEndOffset: string;
+  readonly logStartOffset: string;
+  /** Records not yet consumed: log end offset − committed offset (or − log start when none). */
+  readonly lag: string;
+  /** Now minus the timestamp of the first unconsumed record; 0 when caught up. */
+  readonly lagSeconds: number;
+  /** The member that owns the partition now, if any. */
+  readonly consumerId: string | null;
+}
+
+/** Where `resetOffsets` moves a group. */
+export type OffsetResetTarget =
+  | { readonly to: 'earliest' }
+  | { readonly to: 'latest' }
+  | { readonly to: 'timestamp'; readonly timestamp: number }
+  | { readonly to: 'offset'; readonly offset: string; readonly partitions?: readonly number[] };
 
 function topicSpecOf(t: ITopicConfig | TopicContract): TopicSpec {
   if (isTopicContract(t)) return { name: t.name, partitions: t.partitions, config: t.config };
@@ -233,6 +262,135 @@ export class Admin {
       await this.#run(() => this.#ctx.storage.alterTopicConfig(r.name, (current) => resolveTopicConfig(r.configEntries, current, r.name)));
       this.#ctx.metadata.invalidate(r.name);
     }
+  }
+
+  /** All consumer groups (KafkaJS's shape). */
+  async listGroups(): Promise<{ groups: Array<{ groupId: string; protocolType: string }> }> {
+    const ids = await this.#run(() => this.#ctx.storage.listGroups());
+    return { groups: ids.map((groupId) => ({ groupId, protocolType: 'consumer' })) };
+  }
+
+  /** Groups with their live members and what each owns (KafkaJS's shape, plus `partitions`). */
+  async describeGroups(groupIds: readonly string[]) {
+    const groups = [];
+    for (const groupId of groupIds) {
+      const d = await this.#run(() => this.#ctx.storage.describeGroup(groupId));
+      groups.push({
+        groupId,
+        state: d.members.length > 0 ? 'Stable' : 'Empty',
+        protocol: 'annals',
+        protocolType: 'consumer',
+        members: d.members.map((m) => ({
+          memberId: m.memberId,
+          clientId: m.clientId,
+          clientHost: m.clientHost,
+          topics: [...m.topics],
+          lastHeartbeat: m.heartbeatAt,
+          assignment: d.partitions
+            .filter((p) => p.ownerMemberId === m.memberId)
+            .map((p) => ({ topic: p.topic, partition: p.partition, generation: p.generation!.toString() })),
+        })),
+      });
+    }
+    return { groups };
+  }
+
+  /** Committed offsets of a group (KafkaJS's shape); `-1` where the group has none. */
+  async fetchOffsets(options: { readonly groupId: string; readonly topics?: readonly string[] }) {
+    const committed = await this.#run(() => this.#ctx.storage.fetchCommittedOffsets(options.groupId, options.topics));
+    const topics = options.topics ?? [...new Set(committed.map((c) => c.topic))];
+    const out = [];
+    for (const topic of topics) {
+      const marks = await this.#run(() => this.#ctx.storage.fetchWatermarks(topic));
+      out.push({
+        topic,
+        partitions: marks.map((m) => {
+          const c = committed.find((x) => x.topic === topic && x.partition === m.partition);
+          return { partition: m.partition, offset: c ? c.offset.toString() : '-1', metadata: c?.metadata ?? null };
+        }),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Lag per partition — the seed's `kafka-consumer-groups --describe` table as data: committed
+   * offset, log end offset, lag in records and in seconds, and the owning member.
+   */
+  async describeGroupLag(groupId: string): Promise<GroupLag[]> {
+    const d = await this.#run(() => this.#ctx.storage.describeGroup(groupId));
+    const now = Date.now();
+    return d.partitions.map((p) => {
+      const from = p.committedOffset === null || p.committedOffset < p.logStartOffset ? p.logStartOffset : p.committedOffset;
+      const lag = p.logEndOffset > from ? p.logEndOffset - from : 0n;
+      return {
+        topic: p.topic,
+        partition: p.partition,
+        currentOffset: p.committedOffset === null ? null : p.committedOffset.toString(),
+        logEndOffset: p.logEndOffset.toString(),
+        logStartOffset: p.logStartOffset.toString(),
+        lag: lag.toString(),
+        lagSeconds: lag > 0n && p.firstUnconsumedTimestamp !== null ? Math.max(0, (now - p.firstUnconsumedTimestamp) / 1000) : 0,
+        consumerId: p.ownerMemberId,
+      };
+    });
+  }
+
+  /**
+   * Moves an inactive group's committed offsets for a topic: to the earliest or latest offset,
+   * to the first offset at or after a timestamp, or to a given offset. Refuses a group with live
+   * members (`GroupNotEmptyError`): stop its consumers first.
+   */
+  async resetOffsets(options: { readonly groupId: string; readonly topic: string } & (OffsetResetTarget | { readonly earliest?: boolean })): Promise<void> {
+    const { groupId, topic } = options;
+    const target: OffsetResetTarget =
+      'to' in options ? options : (options as { earliest?: boolean }).earliest ? { to: 'earliest' } : { to: 'latest' };
+    const d = await this.#run(() => this.#ctx.storage.describeGroup(groupId));
+    if (d.members.length > 0) {
+      throw new GroupNotEmptyError(
+        `Group "${groupId}" has ${d.members.length} live member(s); stop its consumers before resetting offsets.`,
+        { groupId },
+      );
+    }
+    const marks = await this.#run(() => this.#ctx.storage.fetchWatermarks(topic));
+    let offsets: Array<{ partition: number; offset: bigint }>;
+    if (target.to === 'earliest') offsets = marks.map((m) => ({ partition: m.partition, offset: m.low }));
+    else if (target.to === 'latest') offsets = marks.map((m) => ({ partition: m.partition, offset: m.high }));
+    else if (target.to === 'timestamp') {
+      offsets = await this.#run(() => this.#ctx.storage.fetchOffsetsByTimestamp(topic, target.timestamp));
+    } else {
+      const offset = BigInt(target.offset);
+      offsets = marks
+        .filter((m) => !target.partitions || target.partitions.includes(m.partition))
+        .map((m) => ({ partition: m.partition, offset: offset < m.low ? m.low : offset > m.high ? m.high : offset }));
+    }
+    await this.#run(() => this.#ctx.storage.commitOffsets(groupId, offsets.map((o) => ({ topic, partition: o.partition, offset: o.offset }))));
+  }
+
+  /** Sets an inactive group's committed offsets per partition (KafkaJS's `setOffsets`). */
+  async setOffsets(options: {
+    readonly groupId: string;
+    readonly topic: string;
+    readonly partitions: ReadonlyArray<{ partition: number; offset: string }>;
+  }): Promise<void> {
+    const d = await this.#run(() => this.#ctx.storage.describeGroup(options.groupId));
+    if (d.members.length > 0) {
+      throw new GroupNotEmptyError(`Group "${options.groupId}" has live members; stop its consumers before setting offsets.`, {
+        groupId: options.groupId,
+      });
+    }
+    await this.#run(() =>
+      this.#ctx.storage.commitOffsets(
+        options.groupId,
+        options.partitions.map((p) => ({ topic: options.topic, partition: p.partition, offset: BigInt(p.offset) })),
+      ),
+    );
+  }
+
+  /** Deletes groups' committed offsets and state. Refuses groups with live members. */
+  async deleteGroups(groupIds: readonly string[]): Promise<Array<{ groupId: string; errorCode: string }>> {
+    await this.#run(() => this.#ctx.storage.deleteGroups(groupIds));
+    return groupIds.map((groupId) => ({ groupId, errorCode: 'NONE' }));
   }
 
   /** Per partition: the low watermark (log start offset) and high watermark (log end offset), as strings. */

@@ -12,6 +12,7 @@ import type { ClientContext } from './context.js';
 import { CodecRegistry, decodeEvent, type DecodedEvent } from './events.js';
 import { toKafkaMessage, type KafkaMessage } from './messages.js';
 import { MetadataCache } from './metadata.js';
+import { Consumer, type ConsumerInput } from './consumer.js';
 import { Producer, type ProducerInput } from './producer.js';
 import { PartitionReader, type ReaderInput } from './reader.js';
 import { resolveRetry, withRetry, type RetryInput } from './retry.js';
@@ -120,6 +121,21 @@ export class Annals<TDb = unknown> {
   /** A producer. See {@link ProducerInput} for idempotent and transactional producers. */
   producer(options?: ProducerInput): Producer<TDb> {
     return new Producer(this.#ctx, options);
+  }
+
+  /**
+   * A consumer-group member (KafkaJS's shape). Members of one group share the partitions of the
+   * topics they subscribe to; each partition is processed by one member at a time.
+   *
+   * @example
+   * ```ts
+   * const consumer = annals.consumer({ groupId: 'payment-service' });
+   * await consumer.subscribe({ topic: 'orders', fromBeginning: true });
+   * await consumer.run({ eachMessage: async ({ message, tx }) => { ... } });
+   * ```
+   */
+  consumer(options: ConsumerInput): Consumer<TDb> {
+    return new Consumer(this.#ctx, options);
   }
 
   /** A reader of partitions assigned by hand, with `seek` (no consumer group). */

@@ -124,6 +124,27 @@ export interface StorageTransaction<TDb> {
   readonly db: TDb;
   /** Appends in this transaction; visible when it commits. */
   append(appends: readonly PartitionAppend[], options?: AppendOptions): Promise<PartitionAppendResult[]>;
+  /** Commits consumer offsets in this transaction (fenced like `GroupStorage.commitOffsets`). */
+  commitOffsets(groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void>;
+}
+
+/**
+ * A transaction that begins on first use — the first query through `db`, or an `append` or
+ * `commitOffsets` — and ends with `commit()` or `rollback()`. Consumers use it to share one
+ * transaction across a fetched batch, and to open none when handlers never touch `db`.
+ */
+export interface DeferredTransaction<TDb> extends StorageTransaction<TDb> {
+  /** True once the database transaction has begun. */
+  readonly begun: boolean;
+  /**
+   * Runs `fn` under a savepoint (when the transaction has begun): if `fn` throws, only its own
+   * writes roll back. If `fn` begins the transaction and throws, the whole transaction rolls back.
+   */
+  savepoint<T>(fn: () => Promise<T>): Promise<T>;
+  /** Commits (a no-op if never begun). */
+  commit(): Promise<void>;
+  /** Rolls back (a no-op if never begun). Idempotent. */
+  rollback(): Promise<void>;
 }
 
 export interface StorageTransactionOptions {
@@ -134,7 +155,7 @@ export interface StorageTransactionOptions {
 }
 
 /** The storage port. Every method may throw an `AnnalsError`; retriable ones say so. */
-export interface LogStorage<TDb = unknown> {
+export interface LogStorage<TDb = unknown> extends GroupStorage {
   /** A short description for logs, e.g. `postgres 127.0.0.1:5432/app (schema annals)`. */
   readonly description: string;
   /** Connects and applies migrations. Idempotent and safe to call concurrently. */
@@ -158,10 +179,131 @@ export interface LogStorage<TDb = unknown> {
   initProducer(transactionalId?: string): Promise<ProducerIdentity>;
   /** Appends in a transaction of its own. */
   append(appends: readonly PartitionAppend[], options?: AppendOptions): Promise<PartitionAppendResult[]>;
+  /** A transaction that begins on first use; see {@link DeferredTransaction}. */
+  deferredTransaction(options?: StorageTransactionOptions): DeferredTransaction<TDb>;
   /** Runs `fn` in one storage transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(fn: (tx: StorageTransaction<TDb>) => Promise<T>, options?: StorageTransactionOptions): Promise<T>;
 
   fetch(topic: string, partition: number, offset: bigint, limits: FetchLimits): Promise<FetchResult>;
   /** Calls `listener` after commits that appended to `topics`. Resolves once listening. */
   watch(topics: readonly string[], listener: AppendListener): Promise<() => Promise<void>>;
+}
+
+// ---- consumer groups ---------------------------------------------------------------------------
+
+/** What a member tells the group when it joins. */
+export interface MemberMetadata {
+  readonly clientId: string;
+  readonly clientHost: string;
+  readonly topics: readonly string[];
+  /** A member silent for longer than this is expired by the others and loses its partitions. */
+  readonly sessionTimeoutMs: number;
+}
+
+export interface LiveMember {
+  readonly memberId: string;
+  readonly clientId: string;
+  readonly clientHost: string;
+  readonly topics: readonly string[];
+  readonly joinedAt: number;
+  readonly heartbeatAt: number;
+}
+
+/** The result of trying to take a partition: a result, since losing the race is expected. */
+export type PartitionClaim =
+  | {
+      readonly acquired: true;
+      /** The partition's new generation; commits must carry it. */
+      readonly generation: bigint;
+      /** The group's committed offset for the partition, if any. */
+      readonly committedOffset: bigint | null;
+    }
+  | { readonly acquired: false };
+
+/** Wake-ups a group session delivers. */
+export interface GroupSessionEvents {
+  /** The group's membership changed (a member joined, left or was expired). */
+  onGroupChange(): void;
+  /** Records were appended to a partition of a subscribed topic (-1: any partition). */
+  onAppend(topic: string, partition: number): void;
+  /** The session is gone (connection lost, backend terminated): every claim is void. */
+  onLost(error: unknown): void;
+}
+
+/**
+ * A member's session in a consumer group: one dedicated database session whose lifetime bounds
+ * the member's ownership. Partition ownership is a session-level lock, so a member whose session
+ * dies loses its partitions at once.
+ */
+export interface GroupSession {
+  readonly groupId: string;
+  readonly memberId: string;
+  /**
+   * Renews this member's heartbeat, expires members silent longer than their session timeout
+   * (ending their sessions so their partitions free), and returns the live members sorted by id.
+   * Throws `IllegalGenerationError` if this member was itself expired.
+   */
+  heartbeat(): Promise<LiveMember[]>;
+  /** Tries to take a partition: a lock on this session, then a new generation. */
+  claim(topic: string, partition: number): Promise<PartitionClaim>;
+  /** Gives a partition back (after its in-flight work is committed). */
+  release(topic: string, partition: number): Promise<void>;
+  /** Leaves the group: releases everything, tells the others, closes the session. Idempotent. */
+  leave(): Promise<void>;
+}
+
+/** An offset commit. `offset` is the next offset to consume (Kafka's convention). */
+export interface OffsetCommit {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: bigint;
+  readonly metadata?: string | null;
+}
+
+/** Fences a commit to the member that owns the partitions at this generation. */
+export interface CommitFence {
+  readonly memberId: string;
+  /** Generation per partition, keyed `${topic}/${partition}`. */
+  readonly generations: ReadonlyMap<string, bigint>;
+}
+
+export interface CommittedOffset {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: bigint;
+  readonly metadata: string | null;
+  readonly committedAt: number;
+}
+
+export interface GroupPartitionState {
+  readonly topic: string;
+  readonly partition: number;
+  readonly committedOffset: bigint | null;
+  readonly logStartOffset: bigint;
+  readonly logEndOffset: bigint;
+  /** Timestamp (ms) of the first unconsumed record, if there is one. */
+  readonly firstUnconsumedTimestamp: number | null;
+  readonly ownerMemberId: string | null;
+  readonly generation: bigint | null;
+}
+
+export interface GroupDescription {
+  readonly groupId: string;
+  readonly members: readonly LiveMember[];
+  readonly partitions: readonly GroupPartitionState[];
+}
+
+/** The consumer-group part of the storage port. */
+export interface GroupStorage {
+  joinGroup(groupId: string, member: MemberMetadata, events: GroupSessionEvents): Promise<GroupSession>;
+  /**
+   * Commits offsets, all or none. With a fence, every partition must still be owned by the member
+   * at the given generation, or `IllegalGenerationError` is thrown and nothing is committed.
+   */
+  commitOffsets(groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void>;
+  fetchCommittedOffsets(groupId: string, topics?: readonly string[]): Promise<CommittedOffset[]>;
+  listGroups(): Promise<string[]>;
+  describeGroup(groupId: string): Promise<GroupDescription>;
+  /** Deletes groups' offsets and state. Throws `GroupNotEmptyError` if one has live members. */
+  deleteGroups(groupIds: readonly string[]): Promise<void>;
 }

@@ -196,7 +196,9 @@ export function resolveEmbeddedPostgresOptions(input: EmbeddedPostgresInput = {}
   if (input.dataDir !== undefined) {
     if (typeof input.dataDir !== 'string' || input.dataDir.trim() === '') invalid('dataDir must be a non-empty path');
     if (!persistent) {
-      invalid('dataDir is only used with persistent: true (a non-persistent server always uses a fresh folder under os.tmpdir())');
+      invalid(
+        'dataDir is only used with persistent: true (a non-persistent server always uses a fresh folder under os.tmpdir())',
+      );
     }
     dataDir = path.resolve(input.dataDir);
   } else if (persistent) {
@@ -218,7 +220,8 @@ export function resolveEmbeddedPostgresOptions(input: EmbeddedPostgresInput = {}
   for (const [name, value] of Object.entries(flags)) {
     if (!SETTING_NAME.test(name)) invalid(`postgresFlags: "${name}" is not a setting name`);
     if (RESERVED_SETTINGS.has(name.toLowerCase())) {
-      invalid(`postgresFlags: "${name}" is managed by EmbeddedPostgresServer${name === 'port' ? '; use the port option' : ''}`);
+      const instead = name === 'port' ? '; use the port option' : '';
+      invalid(`postgresFlags: "${name}" is managed by EmbeddedPostgresServer${instead}`);
     }
     if (typeof value === 'boolean') postgresFlags[name] = value ? 'on' : 'off';
     else if (typeof value === 'number' && Number.isFinite(value)) postgresFlags[name] = String(value);
@@ -228,7 +231,8 @@ export function resolveEmbeddedPostgresOptions(input: EmbeddedPostgresInput = {}
   if (input.onLog !== undefined && typeof input.onLog !== 'function') invalid('onLog must be a function');
   const handleSignals = input.handleSignals ?? true;
   if (typeof handleSignals !== 'boolean') invalid('handleSignals must be a boolean');
-  if (input.osUser !== undefined && (typeof input.osUser !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(input.osUser))) {
+  const osUser: unknown = input.osUser;
+  if (osUser !== undefined && (typeof osUser !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(osUser))) {
     invalid('osUser must be an OS account name');
   }
   return Object.freeze({
@@ -530,7 +534,10 @@ function reraise(signal: NodeJS.Signals): void {
 
 function describeUnexpectedExit(postmaster: Postmaster): string {
   const how = postmaster.exit?.signal ? `signal ${postmaster.exit.signal}` : `code ${postmaster.exit?.code}`;
-  return `The embedded PostgreSQL server (PID ${postmaster.pid}) exited unexpectedly with ${how}; await start() to run a new one.`;
+  return (
+    `The embedded PostgreSQL server (PID ${postmaster.pid}) exited unexpectedly with ${how}; ` +
+    'await start() to run a new one.'
+  );
 }
 
 function asStartError(error: unknown): EmbeddedServerError {
@@ -700,7 +707,9 @@ async function probe(postgres: string, runAs: RunAs | undefined): Promise<Probe>
   try {
     const { stdout } = await execFileAsync(postgres, ['--version'], { ...ids(runAs), env: childEnv(), cwd: '/' });
     const match = /\(PostgreSQL\)\s+((\d+)[^\s]*)/.exec(stdout);
-    if (match?.[1] === undefined || match[2] === undefined) return { ok: false, detail: `unexpected output: ${stdout.trim()}` };
+    if (match?.[1] === undefined || match[2] === undefined) {
+      return { ok: false, detail: `unexpected output: ${stdout.trim()}` };
+    }
     return { ok: true, version: match[1], major: Number(match[2]) };
   } catch (error) {
     const { stderr, message } = error as { stderr?: string; message: string };
@@ -847,7 +856,8 @@ async function prepareDataDir(args: PrepareDataDir): Promise<void> {
   }
   if (!entries.includes('PG_VERSION')) {
     throw new EmbeddedServerError(
-      `dataDir ${dataDir} is not empty and holds no PostgreSQL cluster (no PG_VERSION). Point dataDir at an empty or missing folder.`,
+      `dataDir ${dataDir} is not empty and holds no PostgreSQL cluster (no PG_VERSION). ` +
+        'Point dataDir at an empty or missing folder.',
     );
   }
   const clusterMajor = Number((await fs.readFile(path.join(dataDir, 'PG_VERSION'), 'utf8')).trim());
@@ -1104,11 +1114,14 @@ function delay(ms: number): Promise<void> {
 /** Keeps the last lines a child wrote, for error messages, and forwards each line to the log. */
 class LineTail {
   readonly #lines: string[] = [];
+  readonly #log: Log;
+  readonly #prefix: string;
   #partial = '';
-  constructor(
-    private readonly log: Log,
-    private readonly prefix: string,
-  ) {}
+
+  constructor(log: Log, prefix: string) {
+    this.#log = log;
+    this.#prefix = prefix;
+  }
 
   attach(child: ChildProcess): void {
     for (const stream of [child.stdout, child.stderr]) {
@@ -1122,7 +1135,7 @@ class LineTail {
     this.#partial = parts.pop() ?? '';
     for (const line of parts) {
       if (line.trim() === '') continue;
-      this.log(`[${this.prefix}] ${line}`);
+      this.#log(`[${this.#prefix}] ${line}`);
       this.#lines.push(line);
       if (this.#lines.length > 20) this.#lines.shift();
     }

@@ -1,0 +1,1028 @@
+/**
+ * The consumer-group consumer: KafkaJS's `consumer()` shape, on a storage's group coordination.
+ *
+ * ## Design
+ * A *coordinator loop* keeps the membership alive: it heartbeats, expires silent members, computes
+ * the assignment every member computes (`assignors.ts`), releases partitions it should no longer
+ * own (after their in-flight batch is committed) and claims the ones it should (a session lock,
+ * then a new generation). One *worker* per owned partition fetches and runs the handlers; a
+ * semaphore bounds how many partitions are processed at once (`partitionsConsumedConcurrently`).
+ *
+ * Every offset commit carries the partition's generation, so a member that lost a partition —
+ * its session died, it was expired, it is a zombie — cannot commit for it (invariant 3). A
+ * handler that writes through `tx` has its writes, its `tx.publish`es and the offset advance
+ * committed in one transaction, shared by the fetched batch with a savepoint per record
+ * (invariant 4). A failing record is retried in place (per-key order is kept); after the last
+ * attempt the failure policy decides: stop, pause the partition, or dead-letter it with the
+ * offset advance in the same transaction. Nothing is skipped silently.
+ */
+import { hostname } from 'node:os';
+import type { EventContract } from '../contracts/event.js';
+import { isTopicContract, type TopicContract } from '../contracts/topic.js';
+import {
+  AnnalsError,
+  IllegalGenerationError,
+  InvalidOptionsError,
+  NotConnectedError,
+  OffsetOutOfRangeError,
+} from '../errors.js';
+import type {
+  AppendRecord,
+  DeferredTransaction,
+  GroupSession,
+  LiveMember,
+  StoredRecord,
+} from '../storage/log-storage.js';
+import { partitionFor } from '../partitioner.js';
+import { assignPartitions, type AssignmentStrategy, type TopicPartition } from './assignors.js';
+import type { ClientContext } from './context.js';
+import { decodeEvent, type DecodedEvent } from './events.js';
+import { toKafkaMessage, type KafkaMessage } from './messages.js';
+import { groupByPartition, prepareEvent, prepareMessages, StickyPartitions, type PreparedRecord, type PublishOptions } from './prepare.js';
+import type { ProducerRecord } from './producer.js';
+import { backoff, resolveRetry, sleep, type Retry, type RetryInput } from './retry.js';
+
+/** What happens to a record whose handler failed its last attempt (or that cannot be decoded). */
+export type FailurePolicy = 'stop' | 'pause' | 'dead-letter';
+
+/** Options of `annals.consumer(...)` (KafkaJS's `ConsumerConfig`, plus Annals's failure policy). */
+export interface ConsumerInput {
+  readonly groupId: string;
+  /** A member silent for longer than this (ms) loses its partitions. @default 30000 */
+  readonly sessionTimeout?: number;
+  /** How often (ms) the member heartbeats and re-checks the assignment. @default 3000 */
+  readonly heartbeatInterval?: number;
+  /** Most bytes fetched from one partition at a time (at least one record). @default 1048576 */
+  readonly maxBytesPerPartition?: number;
+  /** Most records fetched from one partition at a time. @default 500 */
+  readonly maxRecordsPerFetch?: number;
+  /** Fallback poll (ms) when no notification arrives. @default 5000 */
+  readonly maxWaitTimeInMs?: number;
+  /** How partitions are spread over members. @default 'round-robin' */
+  readonly assignmentStrategy?: AssignmentStrategy;
+  /**
+   * Where to start when the committed offset is below the log start offset (records removed by
+   * retention): `earliest`, `latest`, or `error` (the consumer crashes). @default 'earliest'
+   */
+  readonly offsetReset?: 'earliest' | 'latest' | 'error';
+  /** Retries of a failing handler, with backoff, before the failure policy applies. @default { retries: 5, initialRetryTime: 300 } */
+  readonly retry?: RetryInput;
+  /** After the last attempt: stop the consumer, pause the partition, or dead-letter the record. @default 'stop' */
+  readonly onFailure?: FailurePolicy;
+  /** The topic that `onFailure: 'dead-letter'` writes to. It must exist. */
+  readonly deadLetterTopic?: string;
+  /** Accepted for KafkaJS compatibility; ignored. */
+  readonly rebalanceTimeout?: number;
+  readonly allowAutoTopicCreation?: boolean;
+  readonly readUncommitted?: boolean;
+}
+
+interface ResolvedConsumerOptions {
+  readonly groupId: string;
+  readonly sessionTimeout: number;
+  readonly heartbeatInterval: number;
+  readonly maxBytesPerPartition: number;
+  readonly maxRecordsPerFetch: number;
+  readonly maxWaitTimeInMs: number;
+  readonly assignmentStrategy: AssignmentStrategy;
+  readonly offsetReset: 'earliest' | 'latest' | 'error';
+  readonly retry: Retry;
+  readonly onFailure: FailurePolicy;
+  readonly deadLetterTopic: string | undefined;
+}
+
+function positiveInt(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < 1) throw new InvalidOptionsError(`consumer ${name} must be a positive integer, got ${String(value)}.`);
+  return v;
+}
+
+function resolveConsumerOptions(input: ConsumerInput): ResolvedConsumerOptions {
+  if (!input || typeof input.groupId !== 'string' || input.groupId.length === 0) {
+    throw new InvalidOptionsError('annals.consumer({ groupId }) needs a non-empty groupId.');
+  }
+  const sessionTimeout = positiveInt('sessionTimeout', input.sessionTimeout, 30_000);
+  const heartbeatInterval = positiveInt('heartbeatInterval', input.heartbeatInterval, 3_000);
+  if (heartbeatInterval >= sessionTimeout) {
+    throw new InvalidOptionsError(`heartbeatInterval (${heartbeatInterval} ms) must be lower than sessionTimeout (${sessionTimeout} ms).`);
+  }
+  const strategy = input.assignmentStrategy ?? 'round-robin';
+  if (strategy !== 'round-robin' && strategy !== 'range') throw new InvalidOptionsError(`assignmentStrategy must be 'round-robin' or 'range'.`);
+  const offsetReset = input.offsetReset ?? 'earliest';
+  if (!['earliest', 'latest', 'error'].includes(offsetReset)) throw new InvalidOptionsError(`offsetReset must be 'earliest', 'latest' or 'error'.`);
+  const onFailure = input.onFailure ?? 'stop';
+  if (!['stop', 'pause', 'dead-letter'].includes(onFailure)) throw new InvalidOptionsError(`onFailure must be 'stop', 'pause' or 'dead-letter'.`);
+  if (onFailure === 'dead-letter' && !input.deadLetterTopic) {
+    throw new InvalidOptionsError(`onFailure: 'dead-letter' needs deadLetterTopic (create the topic first with admin.createTopics).`);
+  }
+  return Object.freeze({
+    groupId: input.groupId,
+    sessionTimeout,
+    heartbeatInterval,
+    maxBytesPerPartition: positiveInt('maxBytesPerPartition', input.maxBytesPerPartition, 1_048_576),
+    maxRecordsPerFetch: positiveInt('maxRecordsPerFetch', input.maxRecordsPerFetch, 500),
+    maxWaitTimeInMs: positiveInt('maxWaitTimeInMs', input.maxWaitTimeInMs, 5_000),
+    assignmentStrategy: strategy,
+    offsetReset,
+    retry: resolveRetry({ retries: 5, initialRetryTime: 300, maxRetryTime: 30_000, ...input.retry }, 'consumer retry'),
+    onFailure,
+    deadLetterTopic: input.deadLetterTopic,
+  });
+}
+
+/** The transaction a handler gets: writes through `db` and publishes commit with the offset advance. */
+export interface HandlerTransaction<TDb> {
+  /** The application's database in the batch's transaction (begun on first use). */
+  readonly db: TDb;
+  /** Publishes a typed event in the handler's transaction. */
+  publish<C extends EventContract<string, any>>(topic: TopicContract, event: C, payload: unknown, options?: PublishOptions): Promise<void>;
+  /** Sends raw messages in the handler's transaction. */
+  send(record: ProducerRecord): Promise<void>;
+}
+
+/** `eachMessage`'s argument (KafkaJS's `EachMessagePayload`, plus `tx`). */
+export interface EachMessagePayload<TDb> {
+  readonly topic: string;
+  readonly partition: number;
+  readonly message: KafkaMessage;
+  readonly heartbeat: () => Promise<void>;
+  /** Pauses this partition; returns a function that resumes it. */
+  readonly pause: () => () => void;
+  /** Exactly-once writes: see {@link HandlerTransaction}. */
+  readonly tx: HandlerTransaction<TDb>;
+}
+
+/** `eachEvent`'s argument: the message decoded and upcast by the topic's contract. */
+export interface EachEventPayload<TDb> extends EachMessagePayload<TDb> {
+  readonly event: DecodedEvent;
+}
+
+/** A fetched batch (KafkaJS's `Batch`). */
+export interface Batch {
+  readonly topic: string;
+  readonly partition: number;
+  readonly highWatermark: string;
+  readonly messages: KafkaMessage[];
+  isEmpty(): boolean;
+  firstOffset(): string | null;
+  lastOffset(): string;
+  offsetLag(): string;
+  offsetLagLow(): string;
+}
+
+/** `eachBatch`'s argument (KafkaJS's `EachBatchPayload`, plus `tx`). */
+export interface EachBatchPayload<TDb> {
+  readonly batch: Batch;
+  /** Marks a message processed: the position (and, with autoCommit, the committed offset) moves past it. */
+  resolveOffset(offset: string): void;
+  heartbeat(): Promise<void>;
+  pause(): () => void;
+  commitOffsetsIfNecessary(): Promise<void>;
+  uncommittedOffsets(): { topics: Array<{ topic: string; partitions: Array<{ partition: number; offset: string }> }> };
+  isRunning(): boolean;
+  isStale(): boolean;
+  readonly tx: HandlerTransaction<TDb>;
+}
+
+export interface ConsumerRunConfig<TDb> {
+  /** Commit offsets after successful handlers. @default true */
+  readonly autoCommit?: boolean;
+  /** Accepted for KafkaJS compatibility: offsets are committed after every batch. */
+  readonly autoCommitInterval?: number | null;
+  readonly autoCommitThreshold?: number | null;
+  /** How many partitions are processed at once. @default 1 */
+  readonly partitionsConsumedConcurrently?: number;
+  /** With eachBatch: resolve every message's offset when the handler returns. @default true */
+  readonly eachBatchAutoResolve?: boolean;
+  readonly eachMessage?: (payload: EachMessagePayload<TDb>) => Promise<void>;
+  readonly eachBatch?: (payload: EachBatchPayload<TDb>) => Promise<void>;
+  /** Typed handler for topics subscribed by contract: the decoded, upcast event. */
+  readonly eachEvent?: (payload: EachEventPayload<TDb>) => Promise<void>;
+}
+
+/** Instrumentation event names (KafkaJS's `consumer.events`). */
+export const ConsumerEvents = Object.freeze({
+  GROUP_JOIN: 'consumer.group_join',
+  REBALANCING: 'consumer.rebalancing',
+  HEARTBEAT: 'consumer.heartbeat',
+  COMMIT_OFFSETS: 'consumer.commit_offsets',
+  START_BATCH_PROCESS: 'consumer.start_batch_process',
+  END_BATCH_PROCESS: 'consumer.end_batch_process',
+  OFFSETS_RESET: 'consumer.offsets_reset',
+  DEAD_LETTER: 'consumer.dead_letter',
+  PARTITION_PAUSED: 'consumer.partition_paused',
+  CRASH: 'consumer.crash',
+  STOP: 'consumer.stop',
+  CONNECT: 'consumer.connect',
+  DISCONNECT: 'consumer.disconnect',
+} as const);
+export type ConsumerEventName = (typeof ConsumerEvents)[keyof typeof ConsumerEvents];
+
+/** An instrumentation event (KafkaJS's shape). */
+export interface InstrumentationEvent<P = Record<string, unknown>> {
+  readonly id: number;
+  readonly type: ConsumerEventName;
+  readonly timestamp: number;
+  readonly payload: P;
+}
+
+const key = (topic: string, partition: number) => `${topic}/${partition}`;
+const DLQ_PREFIX = 'annals-dlq-';
+
+interface Subscription {
+  readonly topic: string | RegExp;
+  readonly contract: TopicContract | undefined;
+  readonly fromBeginning: boolean;
+}
+
+/** A handler failure routed by policy, or a decode failure. */
+class HandlerFailure extends Error {}
+
+/** One owned partition: its position, generation and worker. */
+class PartitionState {
+  readonly topic: string;
+  readonly partition: number;
+  readonly generation: bigint;
+  position: bigint;
+  committed: bigint | null;
+  paused = false;
+  revoked = false;
+  wake: (() => void) | undefined;
+  dirty = true;
+  worker: Promise<void> | undefined;
+  /** Bumped by seek: a batch in hand is dropped after the record being handled. */
+  seekGeneration = 0;
+
+  constructor(tp: TopicPartition, generation: bigint, position: bigint, committed: bigint | null) {
+    this.topic = tp.topic;
+    this.partition = tp.partition;
+    this.generation = generation;
+    this.position = position;
+    this.committed = committed;
+  }
+
+  poke(): void {
+    this.dirty = true;
+    this.wake?.();
+  }
+}
+
+class Semaphore {
+  #free: number;
+  readonly #waiters: Array<() => void> = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async acquire(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#waiters.push(resolve));
+  }
+  release(): void {
+    const next = this.#waiters.shift();
+    if (next) next();
+    else this.#free++;
+  }
+}
+
+/** A consumer-group member. Create it with `annals.consumer({ groupId })`. */
+export class Consumer<TDb = unknown> {
+  readonly #ctx: ClientContext<TDb>;
+  readonly #options: ResolvedConsumerOptions;
+  readonly #subscriptions: Subscription[] = [];
+  readonly #listeners = new Map<string, Set<(event: InstrumentationEvent<any>) => void>>();
+  readonly #owned = new Map<string, PartitionState>();
+  readonly #pausedTopics = new Map<string, Set<number> | 'all'>();
+  #eventId = 0;
+  #session: GroupSession | undefined;
+  #running: Promise<void> | undefined;
+  #stopping = false;
+  #coordinatorWake: (() => void) | undefined;
+  #groupChanged = false;
+  #crash: unknown;
+  #config: ConsumerRunConfig<TDb> | undefined;
+  #semaphore = new Semaphore(1);
+  #connected = false;
+
+  /** @internal Use `annals.consumer()`. */
+  constructor(ctx: ClientContext<TDb>, input: ConsumerInput) {
+    this.#ctx = ctx;
+    this.#options = resolveConsumerOptions(input);
+  }
+
+  /** Instrumentation event names. */
+  get events(): typeof ConsumerEvents {
+    return ConsumerEvents;
+  }
+
+  /** The group this consumer belongs to. */
+  get groupId(): string {
+    return this.#options.groupId;
+  }
+
+  /** This member's id while it is in the group. */
+  get memberId(): string | undefined {
+    return this.#session?.memberId;
+  }
+
+  /** Listens to an instrumentation event; returns a function that removes the listener. */
+  on<P = Record<string, unknown>>(eventName: ConsumerEventName, listener: (event: InstrumentationEvent<P>) => void): () => void {
+    let set = this.#listeners.get(eventName);
+    if (!set) this.#listeners.set(eventName, (set = new Set()));
+    set.add(listener as never);
+    return () => set!.delete(listener as never);
+  }
+
+  #emit(type: ConsumerEventName, payload: Record<string, unknown>): void {
+    const set = this.#listeners.get(type);
+    if (!set || set.size === 0) return;
+    const event: InstrumentationEvent = { id: ++this.#eventId, type, timestamp: Date.now(), payload };
+    for (const listener of set) {
+      try {
+        listener(event);
+      } catch {
+        // A listener's failure is its own; it must not break consumption.
+      }
+    }
+  }
+
+  async connect(): Promise<void> {
+    await this.#ctx.ensureConnected();
+    this.#connected = true;
+    this.#emit(ConsumerEvents.CONNECT, {});
+  }
+
+  async disconnect(): Promise<void> {
+    await this.stop();
+    this.#connected = false;
+    this.#emit(ConsumerEvents.DISCONNECT, {});
+  }
+
+  /**
+   * Subscribes to a topic (a name, a RegExp matched against existing topics at `run`, or a
+   * `defineTopic` contract for `eachEvent`). `fromBeginning` applies to partitions the group has
+   * no committed offset for.
+   */
+  async subscribe(input: {
+    readonly topic?: string | RegExp | TopicContract;
+    readonly topics?: ReadonlyArray<string | RegExp | TopicContract>;
+    readonly fromBeginning?: boolean;
+  }): Promise<void> {
+    if (this.#running) throw new InvalidOptionsError('Subscribe before run(): this consumer is already running.');
+    const list = [...(input.topics ?? []), ...(input.topic !== undefined ? [input.topic] : [])];
+    if (list.length === 0) throw new InvalidOptionsError('subscribe({ topic }) or subscribe({ topics: [...] }) needs at least one topic.');
+    for (const t of list) {
+      const contract = isTopicContract(t) ? t : undefined;
+      this.#subscriptions.push({ topic: contract ? contract.name : (t as string | RegExp), contract, fromBeginning: input.fromBeginning ?? false });
+    }
+  }
+
+  /** Starts consuming (resolves once the member has joined its group; processing goes on in the background). */
+  async run(config: ConsumerRunConfig<TDb>): Promise<void> {
+    if (!this.#connected) await this.connect();
+    if (this.#running) throw new InvalidOptionsError('This consumer is already running.');
+    const handlers = [config.eachMessage, config.eachBatch, config.eachEvent].filter(Boolean).length;
+    if (handlers !== 1) throw new InvalidOptionsError('consumer.run needs exactly one of eachMessage, eachBatch or eachEvent.');
+    if (this.#subscriptions.length === 0) throw new InvalidOptionsError('Call consumer.subscribe({ topic }) before consumer.run().');
+    if (config.eachEvent && this.#subscriptions.some((s) => !s.contract)) {
+      throw new InvalidOptionsError('eachEvent needs every subscribed topic to be a defineTopic(...) contract.');
+    }
+    const concurrency = config.partitionsConsumedConcurrently ?? 1;
+    if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new InvalidOptionsError('partitionsConsumedConcurrently must be a positive integer.');
+    if (this.#options.deadLetterTopic) await this.#ctx.metadata.get(this.#options.deadLetterTopic);
+    this.#config = config;
+    this.#semaphore = new Semaphore(concurrency);
+    this.#stopping = false;
+    this.#crash = undefined;
+    const joined = new Promise<void>((resolve, reject) => {
+      this.#running = this.#coordinate(resolve).then(
+        () => undefined,
+        (error) => {
+          reject(error);
+        },
+      );
+      this.#running.finally(() => {
+        this.#running = undefined;
+      });
+    });
+    await joined;
+  }
+
+  /** Stops consuming: in-flight batches finish and commit, partitions are released, the member leaves. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#coordinatorWake?.();
+    for (const state of this.#owned.values()) state.poke();
+    await this.#running?.catch(() => {});
+  }
+
+  /** Moves a partition's position; the next fetch starts there. */
+  seek(target: { topic: string; partition: number; offset: string }): void {
+    const state = this.#owned.get(key(target.topic, target.partition));
+    let offset: bigint;
+    try {
+      offset = BigInt(target.offset);
+    } catch {
+      throw new InvalidOptionsError(`seek: offset ${JSON.stringify(target.offset)} is not an integer.`);
+    }
+    if (offset < 0n) throw new InvalidOptionsError('seek: offset must be ≥ 0.');
+    if (!state) {
+      throw new InvalidOptionsError(`seek: partition ${target.partition} of "${target.topic}" is not assigned to this member now.`, {
+        topic: target.topic,
+        partition: target.partition,
+        groupId: this.groupId,
+      });
+    }
+    state.position = offset;
+    state.seekGeneration++;
+    state.poke();
+  }
+
+  /** Pauses fetching from topics (all partitions, or the listed ones). */
+  pause(topics: ReadonlyArray<{ topic: string; partitions?: number[] }>): void {
+    for (const t of topics) {
+      this.#pausedTopics.set(t.topic, t.partitions ? new Set([...(this.#pausedTopics.get(t.topic) === 'all' ? [] : (this.#pausedTopics.get(t.topic) as Set<number> | undefined) ?? []), ...t.partitions]) : 'all');
+    }
+  }
+
+  /** Resumes paused topics or partitions. */
+  resume(topics: ReadonlyArray<{ topic: string; partitions?: number[] }>): void {
+    for (const t of topics) {
+      const current = this.#pausedTopics.get(t.topic);
+      if (!t.partitions || current === 'all') this.#pausedTopics.delete(t.topic);
+      else if (current) for (const p of t.partitions) current.delete(p);
+      for (const state of this.#owned.values()) {
+        if (state.topic === t.topic && (!t.partitions || t.partitions.includes(state.partition))) {
+          state.paused = false;
+          state.poke();
+        }
+      }
+    }
+  }
+
+  /** The paused topic partitions. */
+  paused(): Array<{ topic: string; partitions: number[] }> {
+    const out = new Map<string, Set<number>>();
+    for (const s of this.#owned.values()) if (this.#isPaused(s)) (out.get(s.topic) ?? out.set(s.topic, new Set()).get(s.topic)!).add(s.partition);
+    return [...out].map(([topic, ps]) => ({ topic, partitions: [...ps].sort((a, b) => a - b) }));
+  }
+
+  #isPaused(s: PartitionState): boolean {
+    const p = this.#pausedTopics.get(s.topic);
+    return s.paused || p === 'all' || (p instanceof Set && p.has(s.partition));
+  }
+
+  /** Commits offsets (the next offset to consume) for partitions this member owns, fenced by generation. */
+  async commitOffsets(offsets: ReadonlyArray<{ topic: string; partition: number; offset: string; metadata?: string | null }>): Promise<void> {
+    const session = this.#session;
+    if (!session) throw new NotConnectedError('commitOffsets: this consumer is not in its group (call run first).', { groupId: this.groupId });
+    const generations = new Map<string, bigint>();
+    for (const o of offsets) {
+      const state = this.#owned.get(key(o.topic, o.partition));
+      generations.set(key(o.topic, o.partition), state?.generation ?? -1n);
+    }
+    const commits = offsets.map((o) => ({ topic: o.topic, partition: o.partition, offset: BigInt(o.offset), metadata: o.metadata ?? null }));
+    await this.#ctx.storage.commitOffsets(this.groupId, commits, { memberId: session.memberId, generations });
+    for (const c of commits) {
+      const state = this.#owned.get(key(c.topic, c.partition));
+      if (state) state.committed = c.offset;
+    }
+    this.#emit(ConsumerEvents.COMMIT_OFFSETS, { groupId: this.groupId, memberId: session.memberId, topics: offsets });
+  }
+
+  // ---- coordination ------------------------------------------------------------------------------
+
+  async #topicPartitions(): Promise<Map<string, number>> {
+    const names = new Set<string>();
+    let all: string[] | undefined;
+    for (const s of this.#subscriptions) {
+      if (typeof s.topic === 'string') names.add(s.topic);
+      else {
+        all ??= await this.#ctx.storage.listTopics();
+        for (const t of all) if ((s.topic as RegExp).test(t)) names.add(t);
+      }
+    }
+    const counts = new Map<string, number>();
+    for (const name of names) counts.set(name, (await this.#ctx.metadata.get(name, { refresh: true })).partitions);
+    return counts;
+  }
+
+  #subscriptionOf(topic: string): Subscription | undefined {
+    return this.#subscriptions.find((s) => (typeof s.topic === 'string' ? s.topic === topic : s.topic.test(topic)));
+  }
+
+  async #coordinate(joined: () => void): Promise<void> {
+    let announced = false;
+    let failures = 0;
+    try {
+      while (!this.#stopping) {
+        try {
+          await this.#memberLifetime(() => {
+            failures = 0;
+            if (!announced) {
+              announced = true;
+              joined();
+            }
+          });
+        } catch (error) {
+          if (this.#stopping) break;
+          if (!announced || !isRecoverable(error)) throw error;
+          // Lost the session, or was expired: rejoin after a backoff, like KafkaJS's restart on crash.
+          this.#emit(ConsumerEvents.CRASH, { error, groupId: this.groupId, restart: true });
+          await sleep(backoff(this.#ctx.retry, Math.min(failures++, 8)));
+        }
+      }
+    } catch (error) {
+      this.#crash = error;
+      this.#emit(ConsumerEvents.CRASH, { error, groupId: this.groupId, restart: false });
+      throw error;
+    } finally {
+      this.#emit(ConsumerEvents.STOP, {});
+    }
+  }
+
+  /** One membership: join, keep the assignment, leave. Throws when the session is lost. */
+  async #memberLifetime(onJoined: () => void): Promise<void> {
+    const counts = await this.#topicPartitions();
+    let lost: unknown;
+    const session = await this.#ctx.storage.joinGroup(
+      this.groupId,
+      { clientId: this.#ctx.clientId, clientHost: hostname(), topics: [...counts.keys()], sessionTimeoutMs: this.#options.sessionTimeout },
+      {
+        onGroupChange: () => {
+          this.#groupChanged = true;
+          this.#coordinatorWake?.();
+        },
+        onAppend: (topic, partition) => {
+          for (const s of this.#owned.values()) if (s.topic === topic && (partition < 0 || s.partition === partition)) s.poke();
+        },
+        onLost: (error) => {
+          lost = error;
+          this.#coordinatorWake?.();
+        },
+      },
+    );
+    this.#session = session;
+    this.#emit(ConsumerEvents.GROUP_JOIN, { groupId: this.groupId, memberId: session.memberId });
+    onJoined();
+    let lastBeat = 0;
+    let pending = false;
+    try {
+      while (!this.#stopping && lost === undefined && this.#crash === undefined) {
+        const due = Date.now() - lastBeat >= this.#options.heartbeatInterval;
+        if (due || this.#groupChanged || pending) {
+          this.#groupChanged = false;
+          const members = await session.heartbeat();
+          lastBeat = Date.now();
+          this.#emit(ConsumerEvents.HEARTBEAT, { groupId: this.groupId, memberId: session.memberId });
+          const topicCounts = due ? await this.#topicPartitions() : counts;
+          pending = await this.#rebalance(session, members, topicCounts);
+        }
+        const wait = pending ? 100 : Math.max(1, this.#options.heartbeatInterval - (Date.now() - lastBeat));
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, wait);
+          this.#coordinatorWake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#coordinatorWake = undefined;
+      }
+      if (this.#crash !== undefined) throw this.#crash;
+      if (lost !== undefined && !this.#stopping) {
+        throw new IllegalGenerationError(`Member ${session.memberId} lost its group session; rejoining.`, { groupId: this.groupId, cause: lost });
+      }
+    } finally {
+      // Let workers finish their batch; their commits succeed only while we still own the partitions.
+      for (const state of this.#owned.values()) {
+        state.revoked = true;
+        state.poke();
+      }
+      await Promise.all([...this.#owned.values()].map((s) => s.worker?.catch(() => {})));
+      this.#owned.clear();
+      this.#session = undefined;
+      await session.leave();
+    }
+  }
+
+  /** Releases what should go, claims what should come. Returns true while claims are pending. */
+  async #rebalance(session: GroupSession, members: readonly LiveMember[], counts: ReadonlyMap<string, number>): Promise<boolean> {
+    const target = assignPartitions(this.#options.assignmentStrategy, members, counts).get(session.memberId) ?? [];
+    const wanted = new Set(target.map((tp) => key(tp.topic, tp.partition)));
+    const releasing = [...this.#owned.values()].filter((s) => !wanted.has(key(s.topic, s.partition)));
+    const missing = target.filter((tp) => !this.#owned.has(key(tp.topic, tp.partition)));
+    if (releasing.length > 0 || missing.length > 0) {
+      this.#emit(ConsumerEvents.REBALANCING, {
+        groupId: this.groupId,
+        memberId: session.memberId,
+        releasing: releasing.map((s) => ({ topic: s.topic, partition: s.partition })),
+        claiming: missing,
+      });
+    }
+    for (const state of releasing) {
+      state.revoked = true;
+      state.poke();
+      await state.worker?.catch(() => {});
+      this.#owned.delete(key(state.topic, state.partition));
+      await session.release(state.topic, state.partition);
+    }
+    let pending = false;
+    for (const tp of missing) {
+      const claim = await session.claim(tp.topic, tp.partition);
+      if (!claim.acquired) {
+        pending = true;
+        continue;
+      }
+      const position = await this.#startPosition(tp, claim.committedOffset);
+      const state = new PartitionState(tp, claim.generation, position, claim.committedOffset);
+      this.#owned.set(key(tp.topic, tp.partition), state);
+      state.worker = this.#work(state, session).catch((error) => {
+        this.#crash ??= error;
+        this.#coordinatorWake?.();
+      });
+    }
+    return pending;
+  }
+
+  async #startPosition(tp: TopicPartition, committed: bigint | null): Promise<bigint> {
+    const marks = (await this.#ctx.storage.fetchWatermarks(tp.topic)).find((m) => m.partition === tp.partition);
+    if (!marks) throw new OffsetOutOfRangeError(`Topic "${tp.topic}" has no partition ${tp.partition}.`, tp);
+    if (committed === null) return this.#subscriptionOf(tp.topic)?.fromBeginning ? marks.low : marks.high;
+    if (committed >= marks.low && committed <= marks.high) return committed;
+    return this.#reset(tp, committed, marks.low, marks.high);
+  }
+
+  #reset(tp: TopicPartition, offset: bigint, low: bigint, high: bigint): bigint {
+    const policy = this.#options.offsetReset;
+    if (policy === 'error' || offset > high) {
+      throw new OffsetOutOfRangeError(
+        `Group "${this.groupId}" is at offset ${offset} of ${tp.topic}[${tp.partition}], outside the log (${low}–${high}). ` +
+          (policy === 'error' ? "Reset the group's offsets (admin.resetOffsets) or use offsetReset: 'earliest' | 'latest'." : 'Reset its offsets with admin.resetOffsets.'),
+        { ...tp, groupId: this.groupId, offset: offset.toString() },
+      );
+    }
+    const to = policy === 'earliest' ? low : high;
+    this.#emit(ConsumerEvents.OFFSETS_RESET, { groupId: this.groupId, topic: tp.topic, partition: tp.partition, from: offset.toString(), to: to.toString(), policy });
+    return to;
+  }
+
+  // ---- processing -------------------------------------------------------------------------------
+
+  async #work(state: PartitionState, session: GroupSession): Promise<void> {
+    while (!state.revoked && !this.#stopping) {
+      if (this.#isPaused(state)) {
+        await this.#idle(state, this.#options.maxWaitTimeInMs);
+        continue;
+      }
+      state.dirty = false;
+      const from = state.position;
+      const result = await this.#ctx.storage.fetch(state.topic, state.partition, from, {
+        maxRecords: this.#options.maxRecordsPerFetch,
+        maxBytes: this.#options.maxBytesPerPartition,
+      });
+      if (from < result.logStartOffset) {
+        state.position = this.#reset(state, from, result.logStartOffset, result.highWatermark);
+        continue;
+      }
+      if (result.records.length === 0) {
+        await this.#idle(state, this.#options.maxWaitTimeInMs);
+        continue;
+      }
+      await this.#semaphore.acquire();
+      try {
+        if (state.revoked) break;
+        await this.#processBatch(state, session, result.records, result.highWatermark);
+      } finally {
+        this.#semaphore.release();
+      }
+    }
+  }
+
+  async #idle(state: PartitionState, ms: number): Promise<void> {
+    if (state.dirty || state.revoked || this.#stopping) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      state.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    state.wake = undefined;
+  }
+
+  #fence(state: PartitionState, session: GroupSession) {
+    return { memberId: session.memberId, generations: new Map([[key(state.topic, state.partition), state.generation]]) };
+  }
+
+  async #processBatch(state: PartitionState, session: GroupSession, records: readonly StoredRecord[], highWatermark: bigint): Promise<void> {
+    const config = this.#config!;
+    const autoCommit = config.autoCommit ?? true;
+    const batch = new BatchTransaction<TDb>(this.#ctx);
+    const startedAt = Date.now();
+    this.#emit(ConsumerEvents.START_BATCH_PROCESS, { topic: state.topic, partition: state.partition, batchSize: records.length });
+    const seekGeneration = state.seekGeneration;
+    const finish = async () => {
+      // Offsets, buffered publishes and the handlers' writes: one commit, fenced by generation.
+      const commitOffset = autoCommit && state.committed !== state.position;
+      await batch.finish(commitOffset ? { groupId: this.groupId, offset: state.position, state, fence: this.#fence(state, session) } : undefined);
+      if (commitOffset) {
+        state.committed = state.position;
+        this.#emit(ConsumerEvents.COMMIT_OFFSETS, {
+          groupId: this.groupId,
+          memberId: session.memberId,
+          topics: [{ topic: state.topic, partitions: [{ partition: state.partition, offset: state.position.toString() }] }],
+        });
+      }
+    };
+    try {
+      if (config.eachBatch) {
+        await this.#runBatchHandler(state, session, records, highWatermark, batch, config);
+      } else {
+        for (const record of records) {
+          if (state.revoked || this.#stopping || state.seekGeneration !== seekGeneration || this.#isPaused(state)) break;
+          const handled = await this.#handleRecord(state, session, record, batch, config);
+          if (handled === 'retry-later') return;
+          if (handled === 'paused') break;
+          if (state.seekGeneration === seekGeneration) state.position = record.offset + 1n;
+          batch.recordDone();
+        }
+      }
+      await finish();
+    } catch (error) {
+      await batch.abort();
+      throw error;
+    } finally {
+      this.#emit(ConsumerEvents.END_BATCH_PROCESS, { topic: state.topic, partition: state.partition, batchSize: records.length, duration: Date.now() - startedAt });
+    }
+  }
+
+  #payloadBase(state: PartitionState, session: GroupSession, batch: BatchTransaction<TDb>) {
+    return {
+      heartbeat: async () => {
+        await session.heartbeat();
+      },
+      pause: () => {
+        state.paused = true;
+        this.#emit(ConsumerEvents.PARTITION_PAUSED, { topic: state.topic, partition: state.partition, reason: 'handler' });
+        return () => this.resume([{ topic: state.topic, partitions: [state.partition] }]);
+      },
+      tx: batch.handle,
+    };
+  }
+
+  /** Runs one record's handler with retries; returns how the partition should go on. */
+  async #handleRecord(
+    state: PartitionState,
+    session: GroupSession,
+    record: StoredRecord,
+    batch: BatchTransaction<TDb>,
+    config: ConsumerRunConfig<TDb>,
+  ): Promise<'done' | 'paused' | 'retry-later'> {
+    const message = toKafkaMessage(record);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await batch.savepoint(async () => {
+          const base = { topic: state.topic, partition: state.partition, message, ...this.#payloadBase(state, session, batch) };
+          if (config.eachEvent) {
+            const contract = this.#subscriptionOf(state.topic)!.contract!;
+            let event: DecodedEvent;
+            try {
+              event = decodeEvent(contract, record, this.#ctx.codecs);
+            } catch (error) {
+              throw new UndecodableRecord(error);
+            }
+            await config.eachEvent({ ...base, event });
+          } else {
+            await config.eachMessage!(base);
+          }
+        });
+        return 'done';
+      } catch (error) {
+        if (error instanceof IllegalGenerationError) throw error;
+        const undecodable = error instanceof UndecodableRecord;
+        const cause = undecodable ? error.cause : error;
+        if (!undecodable && attempt < this.#options.retry.retries && !this.#stopping && !state.revoked) {
+          // Commit what succeeded so far, then retry this record in a fresh transaction after a backoff.
+          await batch.checkpoint(
+            (config.autoCommit ?? true) && state.committed !== state.position
+              ? { groupId: this.groupId, offset: state.position, state, fence: this.#fence(state, session) }
+              : undefined,
+          );
+          if ((config.autoCommit ?? true)) state.committed = state.position;
+          this.#semaphore.release();
+          try {
+            await sleep(backoff(this.#options.retry, attempt));
+          } finally {
+            await this.#semaphore.acquire();
+          }
+          if (state.revoked || this.#stopping) return 'retry-later';
+          continue;
+        }
+        return this.#applyFailurePolicy(state, session, record, batch, cause, attempt + 1);
+      }
+    }
+  }
+
+  async #applyFailurePolicy(
+    state: PartitionState,
+    session: GroupSession,
+    record: StoredRecord,
+    batch: BatchTransaction<TDb>,
+    error: unknown,
+    attempts: number,
+  ): Promise<'done' | 'paused'> {
+    const policy = this.#options.onFailure;
+    const where = `${state.topic}[${state.partition}]@${record.offset}`;
+    if (policy === 'dead-letter') {
+      const reason = error instanceof Error ? error.message : String(error);
+      const code = error instanceof AnnalsError ? error.code : error instanceof Error ? error.name : 'UNKNOWN';
+      const headers: Record<string, Uint8Array> = { ...record.headers };
+      const text = (s: string) => new TextEncoder().encode(s);
+      Object.assign(headers, {
+        [`${DLQ_PREFIX}topic`]: text(state.topic),
+        [`${DLQ_PREFIX}partition`]: text(String(state.partition)),
+        [`${DLQ_PREFIX}offset`]: text(record.offset.toString()),
+        [`${DLQ_PREFIX}group`]: text(this.groupId),
+        [`${DLQ_PREFIX}error-code`]: text(code),
+        [`${DLQ_PREFIX}error-message`]: text(reason.slice(0, 2000)),
+        [`${DLQ_PREFIX}attempts`]: text(String(attempts)),
+      });
+      await batch.deadLetter(this.#options.deadLetterTopic!, { key: record.key, value: record.value, headers, timestamp: record.timestamp });
+      this.#emit(ConsumerEvents.DEAD_LETTER, { topic: state.topic, partition: state.partition, offset: record.offset.toString(), error });
+      return 'done';
+    }
+    if (policy === 'pause') {
+      state.paused = true;
+      this.#emit(ConsumerEvents.PARTITION_PAUSED, { topic: state.topic, partition: state.partition, offset: record.offset.toString(), error, reason: 'failure' });
+      return 'paused';
+    }
+    throw new HandlerFailure(`Handler failed on ${where} after ${attempts} attempt(s); the consumer stopped (onFailure: 'stop').`, { cause: error });
+  }
+
+  async #runBatchHandler(
+    state: PartitionState,
+    session: GroupSession,
+    records: readonly StoredRecord[],
+    highWatermark: bigint,
+    batch: BatchTransaction<TDb>,
+    config: ConsumerRunConfig<TDb>,
+  ): Promise<void> {
+    const messages = records.map(toKafkaMessage);
+    const autoResolve = config.eachBatchAutoResolve ?? true;
+    const last = records[records.length - 1]!.offset;
+    const seekGeneration = state.seekGeneration;
+    const resolve = (offset: bigint) => {
+      if (state.seekGeneration === seekGeneration && offset + 1n > state.position) state.position = offset + 1n;
+    };
+    const payload: EachBatchPayload<TDb> = {
+      batch: {
+        topic: state.topic,
+        partition: state.partition,
+        highWatermark: highWatermark.toString(),
+        messages,
+        isEmpty: () => messages.length === 0,
+        firstOffset: () => messages[0]?.offset ?? null,
+        lastOffset: () => last.toString(),
+        offsetLag: () => (highWatermark - 1n - last).toString(),
+        offsetLagLow: () => (highWatermark - 1n - records[0]!.offset).toString(),
+      },
+      resolveOffset: (offset) => resolve(BigInt(offset)),
+      commitOffsetsIfNecessary: async () => {},
+      uncommittedOffsets: () => ({
+        topics: state.committed === state.position ? [] : [{ topic: state.topic, partitions: [{ partition: state.partition, offset: state.position.toString() }] }],
+      }),
+      isRunning: () => !this.#stopping,
+      isStale: () => state.revoked,
+      ...this.#payloadBase(state, session, batch),
+    };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await config.eachBatch!(payload);
+        if (autoResolve) resolve(last);
+        return;
+      } catch (error) {
+        if (error instanceof IllegalGenerationError) throw error;
+        if (attempt >= this.#options.retry.retries || this.#stopping || state.revoked) {
+          throw new HandlerFailure(`eachBatch failed on ${state.topic}[${state.partition}] after ${attempt + 1} attempt(s); the consumer stopped.`, {
+            cause: error,
+          });
+        }
+        await batch.abort();
+        batch.reset();
+        state.position = records[0]!.offset;
+        await sleep(backoff(this.#options.retry, attempt));
+      }
+    }
+  }
+}
+
+class UndecodableRecord extends Error {
+  constructor(cause: unknown) {
+    super('The record cannot be decoded.', { cause });
+  }
+}
+
+function isRecoverable(error: unknown): boolean {
+  return error instanceof IllegalGenerationError || (error instanceof AnnalsError && error.retriable);
+}
+
+interface OffsetAdvance {
+  readonly groupId: string;
+  readonly offset: bigint;
+  readonly state: PartitionState;
+  readonly fence: { memberId: string; generations: Map<string, bigint> };
+}
+
+/**
+ * The transaction shared by one fetched batch: begun only when a handler uses `tx.db` (or a
+ * publish or offset must be committed with it), with a savepoint per record, publishes buffered
+ * per record and dropped with a failed record.
+ */
+class BatchTransaction<TDb> {
+  readonly #ctx: ClientContext<TDb>;
+  readonly #sticky = new StickyPartitions();
+  #tx: DeferredTransaction<TDb>;
+  #committed: PreparedRecord[] = [];
+  #current: PreparedRecord[] = [];
+  readonly handle: HandlerTransaction<TDb>;
+
+  constructor(ctx: ClientContext<TDb>) {
+    this.#ctx = ctx;
+    this.#tx = ctx.storage.deferredTransaction();
+    const self = this;
+    this.handle = {
+      get db() {
+        return self.#tx.db;
+      },
+      publish: async (topic, event, payload, options = {}) => {
+        self.#current.push(await prepareEvent(ctx, topic, event, payload, options, self.#sticky));
+      },
+      send: async (record) => {
+        self.#current.push(...(await prepareMessages(ctx, record.topic, record.messages, self.#sticky)));
+      },
+    };
+  }
+
+  async savepoint(fn: () => Promise<void>): Promise<void> {
+    try {
+      await this.#tx.savepoint(fn);
+    } catch (error) {
+      this.#current = [];
+      throw error;
+    }
+  }
+
+  /** The record's handler succeeded: keep its publishes. */
+  recordDone(): void {
+    this.#committed.push(...this.#current);
+    this.#current = [];
+  }
+
+  async deadLetter(topic: string, record: AppendRecord): Promise<void> {
+    this.#current = [];
+    const meta = await this.#ctx.metadata.get(topic);
+    const partition = record.key ? partitionFor(record.key, meta.partitions) : this.#sticky.get(topic, meta.partitions);
+    this.#committed.push({ topic, partition, record });
+  }
+
+  /** Commits the batch so far (publishes, writes, and the offset advance if given). */
+  async finish(advance: OffsetAdvance | undefined): Promise<void> {
+    this.recordDone();
+    const tx = this.#tx;
+    try {
+      if (this.#committed.length > 0) await tx.append(groupByPartition(this.#committed).appends);
+      if (advance) {
+        const commit = [{ topic: advance.state.topic, partition: advance.state.partition, offset: advance.offset }];
+        if (tx.begun) await tx.commitOffsets(advance.groupId, commit, advance.fence);
+        else await this.#ctx.storage.commitOffsets(advance.groupId, commit, advance.fence);
+      }
+      await tx.commit();
+    } catch (error) {
+      await tx.rollback();
+      throw error;
+    } finally {
+      this.#committed = [];
+    }
+  }
+
+  /** Commits progress so far and starts a fresh transaction for what follows. */
+  async checkpoint(advance: OffsetAdvance | undefined): Promise<void> {
+    this.#current = [];
+    await this.finish(advance);
+    this.reset();
+  }
+
+  reset(): void {
+    this.#tx = this.#ctx.storage.deferredTransaction();
+    this.#committed = [];
+    this.#current = [];
+  }
+
+  async abort(): Promise<void> {
+    this.#committed = [];
+    this.#current = [];
+    await this.#tx.rollback();
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * SQL plans of consumer groups.
+ *
+ * ## One owner (invariant 3)
+ * A member owns a partition while its session holds the partition's advisory lock
+ * (`hashtextextended('<schema>/<group>/<topic>/<partition>', 0)`), which Postgres releases the
+ * moment the session ends. On taking the lock, the member bumps the partition's generation in
+ * `partition_owners`. Every offset commit locks the owner row `FOR SHARE` and requires the
+ * committing member's generation: a former owner's commit — a zombie whose session was
+ * terminated, or a member that was expired — finds a newer generation and fails, and its
+ * transaction (with the handler's writes) rolls back. A claim waits for a commit that already
+ * holds the share lock, then reads the committed offset, so nothing is processed twice.
+ */
+import type { Statement, Tables } from './plans.js';
+
+export function lockKeyText(t: Tables, groupId: string, topic: string, partition: number): string {
+  return `${t.schema}/${groupId}/${topic}/${partition}`;
+}
+
+export function joinStatement(
+  t: Tables,
+  groupId: string,
+  memberId: string,
+  m: { clientId: string; clientHost: string; topics: readonly string[]; sessionTimeoutMs: number; applicationName: string },
+): Statement {
+  return {
+    text: `INSERT INTO ${t.groupMembers} (group_id, member_id, client_id, client_host, topics, session_timeout_ms, backend_pid, application_name)
+VALUES ($1, $2, $3, $4, $5, $6, pg_backend_pid(), $7)
+ON CONFLICT (group_id, member_id) DO UPDATE SET heartbeat_at = now(), backend_pid = pg_backend_pid()
+RETURNING pg_notify($8, '#g/' || $1) IS NULL AS notified`,
+    values: [groupId, memberId, m.clientId, m.clientHost, [...m.topics], m.sessionTimeoutMs, m.applicationName, t.channel],
+  };
+}
+
+/** Renews the heartbeat; returns 1 row when the member is still registered. */
+export function heartbeatStatement(t: Tables, groupId: string, memberId: string): Statement {
+  return {
+    text: `UPDATE ${t.groupMembers} SET heartbeat_at = now() WHERE group_id = $1 AND member_id = $2`,
+    values: [groupId, memberId],
+  };
+}
+
+/**
+ * Expires members silent past their session timeout: deletes them, frees their partitions
+ * (owner = NULL), ends their sessions (matched by pid *and* application name, so a recycled pid
+ * is never hit) and tells the group.
+ */
+export function expireStatement(t: Tables, groupId: string): Statement {
+  return {
+    text: `WITH expired AS (
+  DELETE FROM ${t.groupMembers}
+  WHERE group_id = $1 AND heartbeat_at < now() - session_timeout_ms * interval '1 millisecond'
+  RETURNING member_id, backend_pid, application_name
+), freed AS (
+  UPDATE ${t.partitionOwners} o SET member_id = NULL FROM expired e
+  WHERE o.group_id = $1 AND o.member_id = e.member_id
+  RETURNING o.topic
+)
+SELECT e.member_id,
+  (SELECT count(*) FROM pg_stat_activity a
+    WHERE a.pid = e.backend_pid AND a.application_name = e.application_name AND pg_terminate_backend(a.pid))::int AS terminated,
+  pg_notify($2, '#g/' || $1) IS NULL AS notified
+FROM expired e`,
+    values: [groupId, t.channel],
+  };
+}
+
+export function liveMembersStatement(t: Tables, groupId: string): Statement {
+  return {
+    text: `SELECT member_id, client_id, client_host, topics,
+  (extract(epoch FROM joined_at) * 1000)::float8 AS joined_at, (extract(epoch FROM heartbeat_at) * 1000)::float8 AS heartbeat_at
+FROM ${t.groupMembers} WHERE group_id = $1 ORDER BY member_id`,
+    values: [groupId],
+  };
+}
+
+export function tryLockStatement(t: Tables, groupId: string, topic: string, partition: number): Statement {
+  return { text: `SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS acquired`, values: [lockKeyText(t, groupId, topic, partition)] };
+}
+
+export function unlockStatement(t: Tables, groupId: string, topic: string, partition: number): Statement {
+  return { text: `SELECT pg_advisory_unlock(hashtextextended($1, 0)) AS released`, values: [lockKeyText(t, groupId, topic, partition)] };
+}
+
+/** Takes ownership: bumps the generation (waiting for an in-flight fenced commit to finish). */
+export function claimStatement(t: Tables, groupId: string, topic: string, partition: number, memberId: string): Statement {
+  return {
+    text: `INSERT INTO ${t.partitionOwners} (group_id, topic, partition, member_id, generation) VALUES ($1, $2, $3, $4, 1)
+ON CONFLICT (group_id, topic, partition) DO UPDATE
+SET member_id = EXCLUDED.member_id, generation = ${t.partitionOwners}.generation + 1, claimed_at = now()
+RETURNING generation::text AS generation`,
+    values: [groupId, topic, partition, memberId],
+  };
+}
+
+export function committedOffsetStatement(t: Tables, groupId: string, topic: string, partition: number): Statement {
+  return {
+    text: `SELECT committed_offset::text AS committed_offset FROM ${t.groupOffsets} WHERE group_id = $1 AND topic = $2 AND partition = $3`,
+    values: [groupId, topic, partition],
+  };
+}
+
+export function releaseStatement(t: Tables, groupId: string, topic: string, partition: number, memberId: string): Statement {
+  return {
+    text: `UPDATE ${t.partitionOwners} SET member_id = NULL WHERE group_id = $1 AND topic = $2 AND partition = $3 AND member_id = $4`,
+    values: [groupId, topic, partition, memberId],
+  };
+}
+
+export function leaveStatements(t: Tables, groupId: string, memberId: string): Statement[] {
+  return [
+    { text: `UPDATE ${t.partitionOwners} SET member_id = NULL WHERE group_id = $1 AND member_id = $2`, values: [groupId, memberId] },
+    {
+      text: `DELETE FROM ${t.groupMembers} WHERE group_id = $1 AND member_id = $2 RETURNING pg_notify($3, '#g/' || $1) IS NULL AS notified`,
+      values: [groupId, memberId, t.channel],
+    },
+  ];
+}
+
+/**
+ * Commits offsets in one statement, all or none. With a fence, each row joins the owner row
+ * locked FOR SHARE at the member's generation; a row without it gets a NULL offset, which the
+ * NOT NULL constraint turns into an error that aborts the whole statement.
+ */
+export function commitOffsetsStatement(
+  t: Tables,
+  groupId: string,
+  commits: ReadonlyArray<{ topic: string; partition: number; offset: bigint; metadata: string | null; generation: bigint | null }>,
+  memberId: string | null,
+): Statement {
+  const values: unknown[] = [
+    groupId,
+    commits.map((c) => c.topic),
+    commits.map((c) => c.partition),
+    commits.map((c) => c.offset.toString()),
+    commits.map((c) => c.metadata),
+  ];
+  if (memberId === null) {
+    return {
+      text: `INSERT INTO ${t.groupOffsets} (group_id, topic, partition, committed_offset, metadata)
+SELECT $1, c.topic, c.partition, c.committed_offset, c.metadata FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[]) AS c(topic, partition, committed_offset, metadata)
+ON CONFLICT (group_id, topic, partition) DO UPDATE
+SET committed_offset = EXCLUDED.committed_offset, metadata = EXCLUDED.metadata, committed_at = now()`,
+      values,
+    };
+  }
+  values.push(commits.map((c) => (c.generation ?? -1n).toString()), memberId);
+  return {
+    text: `WITH c AS (
+  SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::text[], $6::bigint[]) AS c(topic, partition, committed_offset, metadata, generation)
+), owned AS (
+  SELECT o.topic, o.partition, o.generation FROM ${t.partitionOwners} o JOIN c USING (topic, partition)
+  WHERE o.group_id = $1 AND o.member_id = $7 AND o.generation = c.generation
+  FOR SHARE OF o
+)
+INSERT INTO ${t.groupOffsets} (group_id, topic, partition, committed_offset, metadata)
+SELECT $1, c.topic, c.partition, CASE WHEN owned.topic IS NULL THEN NULL ELSE c.committed_offset END, c.metadata
+FROM c LEFT JOIN owned USING (topic, partition)
+ON CONFLICT (group_id, topic, partition) DO UPDATE
+SET committed_offset = EXCLUDED.committed_offset, metadata = EXCLUDED.metadata, committed_at = now()`,
+    values,
+  };
+}
+
+export function fetchCommittedStatement(t: Tables, groupId: string, topics?: readonly string[]): Statement {
+  return {
+    text: `SELECT topic, partition, committed_offset::text AS committed_offset, metadata, (extract(epoch FROM committed_at) * 1000)::float8 AS committed_at
+FROM ${t.groupOffsets} WHERE group_id = $1 AND ($2::text[] IS NULL OR topic = ANY($2::text[])) ORDER BY topic, partition`,
+    values: [groupId, topics ? [...topics] : null],
+  };
+}
+
+export function listGroupsStatement(t: Tables): Statement {
+  return {
+    text: `SELECT group_id FROM ${t.groupMembers} UNION SELECT group_id FROM ${t.groupOffsets} UNION SELECT group_id FROM ${t.partitionOwners} ORDER BY 1`,
+    values: [],
+  };
+}
+
+/** Per partition the group consumes (or has offsets for): committed, watermarks, owner, first unconsumed timestamp. */
+export function describeGroupStatement(t: Tables, groupId: string): Statement {
+  return {
+    text: `WITH parts AS (
+  SELECT p.topic, p.partition, p.log_start_offset, p.next_offset FROM ${t.partitions} p
+  WHERE p.topic IN (
+    SELECT unnest(topics) FROM ${t.groupMembers} WHERE group_id = $1
+    UNION SELECT topic FROM ${t.groupOffsets} WHERE group_id = $1
+    UNION SELECT topic FROM ${t.partitionOwners} WHERE group_id = $1)
+)
+SELECT parts.topic, parts.partition, g.committed_offset::text AS committed_offset,
+  parts.log_start_offset::text AS log_start_offset, parts.next_offset::text AS log_end_offset,
+  o.member_id, o.generation::text AS generation,
+  (SELECT (extract(epoch FROM r."timestamp") * 1000)::float8 FROM ${t.records} r
+    WHERE r.topic = parts.topic AND r.partition = parts.partition
+      AND r."offset" >= greatest(coalesce(g.committed_offset, parts.log_start_offset), parts.log_start_offset)
+    ORDER BY r."offset" LIMIT 1) AS first_unconsumed_ts
+FROM parts
+LEFT JOIN ${t.groupOffsets} g ON g.group_id = $1 AND g.topic = parts.topic AND g.partition = parts.partition
+LEFT JOIN ${t.partitionOwners} o ON o.group_id = $1 AND o.topic = parts.topic AND o.partition = parts.partition
+ORDER BY parts.topic, parts.partition`,
+    values: [groupId],
+  };
+}
+
+export function deleteGroupStatements(t: Tables, groupIds: readonly string[]): Statement[] {
+  return [
+    { text: `SELECT group_id FROM ${t.groupMembers} WHERE group_id = ANY($1::text[]) FOR UPDATE`, values: [groupIds] },
+    { text: `DELETE FROM ${t.groupOffsets} WHERE group_id = ANY($1::text[])`, values: [groupIds] },
+    { text: `DELETE FROM ${t.partitionOwners} WHERE group_id = ANY($1::text[])`, values: [groupIds] },
+  ];
+}

@@ -1,0 +1,1066 @@
+/**
+ * `InMemoryLogStorage`: the storage port in memory, for users' unit tests. It is a real log, not a
+ * mock: it passes the same conformance suite as `PgLogStorage`.
+ *
+ * ## Design note
+ *
+ * The invariant kept here is the port's: per partition, offsets are dense and records become
+ * visible in offset order; an append (of any number of partitions, with everything else done in
+ * the same storage transaction) is visible all at once or not at all, and one that rolls back
+ * takes no offset.
+ *
+ * It is kept the way the Postgres store keeps it, with per-partition locks instead of head rows:
+ *
+ * - Every write runs in a transaction (a plain `append` is a transaction of its own). An append
+ *   first validates everything it can without waiting (topics, partitions, duplicates, sequence
+ *   numbers present), then takes the lock of every partition it touches, in (topic, partition)
+ *   order, and holds them until its transaction ends — exactly as Postgres holds the head row.
+ *   Offsets are assigned at append time under the lock (`end of the committed log + what this
+ *   transaction already staged`), so the base offsets `tx.append` returns are final.
+ * - Staged records, producer sequence state and `tx.db` writes live in the transaction until it
+ *   ends. Commit re-checks fencing and that the partitions still exist, then applies everything in
+ *   one synchronous step (no `await` in between), so no reader can observe half of a commit.
+ *   Rollback drops the stage; since the lock was held, nobody took offsets after the dropped ones,
+ *   so no gap is left.
+ * - Waiting on locks is FIFO, and a lock wait that would close a cycle (two transactions that
+ *   appended to partitions in crossed order) is refused with a retriable
+ *   `ConcurrentTransactionsError`, as Postgres' deadlock detector does, instead of hanging.
+ * - Fencing: Postgres makes `initProducer` wait for a transaction that checked the fence (a share
+ *   lock); here `initProducer` never waits and the fence is checked again at commit, so a zombie
+ *   transaction that was fenced while open never commits.
+ * - Byte arrays are copied in and out: a caller mutating its buffer after `append`, or a record it
+ *   fetched, never changes the log. `tx.db` rows are copied with `structuredClone` likewise.
+ *
+ * `acks` is accepted and ignored (memory has no durability levels). There is no retention or
+ * compaction: the log start offset is always 0.
+ */
+import {
+  ConcurrentTransactionsError,
+  DEFAULT_TOPIC_CONFIG,
+  InvalidOptionsError,
+  InvalidPartitionsError,
+  InvalidTransactionStateError,
+  NotConnectedError,
+  OutOfOrderSequenceError,
+  ProducerFencedError,
+  TopicAlreadyExistsError,
+  TransactionTimeoutError,
+  UnknownTopicOrPartitionError,
+  resolveTopicConfig,
+  validateTopicName,
+  type AppendListener,
+  type AppendOptions,
+  type AppendRecord,
+  type FetchLimits,
+  type FetchResult,
+  type LogStorage,
+  type PartitionAppend,
+  type PartitionAppendResult,
+  type PartitionWatermarks,
+  type ProducerIdentity,
+  type StorageTransaction,
+  type StorageTransactionOptions,
+  type StoredHeaders,
+  type StoredRecord,
+  type TopicConfig,
+  type TopicDescription,
+  type TopicSpec,
+} from '@annals/core';
+
+// ---- InMemoryDatabase ------------------------------------------------------------------------
+
+/**
+ * The row types of an {@link InMemoryDatabase}: table name → row type. Rows may be anything
+ * `structuredClone` can copy (plain objects, arrays, primitives, `Date`, `Map`, typed arrays…);
+ * class instances come back as plain objects.
+ *
+ * @example
+ * ```ts
+ * interface Tables { orders: { id: string; totalCents: number }; counters: number }
+ * const storage = new InMemoryLogStorage<Tables>();
+ * ```
+ */
+export type TableSchema = Record<string, unknown>;
+
+/** The default {@link TableSchema}: any table name, rows typed `any` (convenient in tests). */
+export type UntypedTables = Record<string, any>;
+
+/**
+ * One table of an {@link InMemoryDatabase}: a map from string keys to rows.
+ *
+ * Rows are copied with `structuredClone` on `set` and on every read, as a database would: mutating
+ * a row you read changes nothing until you `set` it back. In a transaction, reads see the
+ * committed rows overlaid with the transaction's own writes, and writes are staged until commit.
+ */
+export interface InMemoryTable<Row> {
+  /** The row at `key`, or `undefined`. */
+  get(key: string): Row | undefined;
+  /** True when a row exists at `key`. */
+  has(key: string): boolean;
+  /** Inserts or replaces the row at `key`. */
+  set(key: string, row: Row): void;
+  /** Deletes the row at `key`; true when there was one. */
+  delete(key: string): boolean;
+  /** Every `[key, row]`, in insertion order (new keys of a transaction last). A snapshot. */
+  entries(): Array<[string, Row]>;
+  /** Every key, in the order of {@link InMemoryTable.entries}. */
+  keys(): string[];
+  /** Every row, in the order of {@link InMemoryTable.entries}. */
+  values(): Row[];
+  /** The number of rows. */
+  readonly size: number;
+}
+
+/** The tables of an {@link InMemoryDatabase}. A table exists as soon as it is named (empty). */
+export interface InMemoryTables<DB extends TableSchema> {
+  /** The table called `name`. Cheap: a handle, not a copy. */
+  get<K extends keyof DB & string>(name: K): InMemoryTable<DB[K]>;
+  /** Names of the tables that hold at least one row, in creation order. */
+  names(): string[];
+}
+
+const DELETED: unique symbol = Symbol('deleted');
+type Rows = Map<string, Map<string, unknown>>;
+type StagedRows = Map<string, Map<string, unknown>>;
+
+/** @internal The storage's handle on a transactional view: commit or discard its staged writes. */
+interface DatabaseTransaction<DB extends TableSchema> {
+  readonly view: InMemoryDatabase<DB>;
+  commit(): void;
+  discard(): void;
+}
+
+// Assigned in InMemoryDatabase's static block: the storage's private access to transactional views.
+let beginDatabaseTransaction: <DB extends TableSchema>(db: InMemoryDatabase<DB>) => DatabaseTransaction<DB>;
+
+/**
+ * A small transactional key/value store: what `tx.db` is in a transaction of an
+ * {@link InMemoryLogStorage}, so a handler's own writes commit (or roll back) together with its
+ * appends — the in-memory stand-in for the Kysely handle `PgLogStorage` gives.
+ *
+ * - `db.tables.get(name)` is an {@link InMemoryTable}: `get`, `has`, `set`, `delete`, `entries`,
+ *   `keys`, `values`, `size`.
+ * - On the storage's own database (`storage.db`) writes apply at once: use it to seed state and to
+ *   assert on committed state. On `tx.db`, writes are staged and applied when the transaction
+ *   commits; reads see committed rows plus the transaction's own writes (read committed). Two
+ *   transactions writing the same key: the last to commit wins.
+ * - Rows are copied in and out with `structuredClone`.
+ * - A `tx.db` used after its transaction ended throws `InvalidTransactionStateError`.
+ *
+ * @example
+ * ```ts
+ * await storage.transaction(async (tx) => {
+ *   tx.db.tables.get('orders').set('o-1', { id: 'o-1', totalCents: 1250 });
+ *   await tx.append([{ topic: 'orders', partition: 0, records: [record] }]);
+ * });
+ * expect(storage.db.tables.get('orders').get('o-1')).toEqual({ id: 'o-1', totalCents: 1250 });
+ * ```
+ */
+export class InMemoryDatabase<DB extends TableSchema = UntypedTables> {
+  #rows: Rows = new Map();
+  /** `undefined`: writes apply at once. Otherwise: this transaction's writes (`DELETED` marks a delete). */
+  #staged: StagedRows | undefined;
+  #ended = false;
+
+  /** The tables. */
+  readonly tables: InMemoryTables<DB>;
+
+  /** An empty database whose writes apply at once (the storage creates one unless given one). */
+  constructor() {
+    this.tables = Object.freeze({
+      get: <K extends keyof DB & string>(name: K) => this.#table<DB[K]>(name),
+      names: () => this.#names(),
+    });
+  }
+
+  /** True for a transaction's view (`tx.db`): writes are staged until commit. */
+  get inTransaction(): boolean {
+    return this.#staged !== undefined;
+  }
+
+  /**
+   * Every table with at least one row, as plain objects (`{ table: { key: row } }`), copied.
+   * Handy with `toEqual` in tests.
+   */
+  snapshot(): { [K in keyof DB & string]?: Record<string, DB[K]> } {
+    const out: Record<string, Record<string, unknown>> = {};
+    for (const name of this.#names()) out[name] = Object.fromEntries(this.#entries(name));
+    return out as { [K in keyof DB & string]?: Record<string, DB[K]> };
+  }
+
+  #check(): void {
+    if (this.#ended) {
+      throw new InvalidTransactionStateError('This tx.db belongs to a transaction that has ended: use it only inside the transaction callback.');
+    }
+  }
+
+  #table<Row>(name: string): InMemoryTable<Row> {
+    if (typeof name !== 'string' || name.length === 0) throw new InvalidOptionsError('A table name must be a non-empty string.');
+    const self = this;
+    return Object.freeze({
+      get: (key: string) => self.#get(name, key) as Row | undefined,
+      has: (key: string) => self.#has(name, key),
+      set: (key: string, row: Row) => self.#set(name, key, row),
+      delete: (key: string) => self.#delete(name, key),
+      entries: () => self.#entries(name) as Array<[string, Row]>,
+      keys: () => self.#entries(name).map(([k]) => k),
+      values: () => self.#entries(name).map(([, v]) => v as Row),
+      get size() {
+        return self.#entries(name, false).length;
+      },
+    });
+  }
+
+  #raw(table: string, key: string): { found: boolean; value: unknown } {
+    this.#check();
+    const staged = this.#staged?.get(table);
+    if (staged?.has(key)) {
+      const v = staged.get(key);
+      return v === DELETED ? { found: false, value: undefined } : { found: true, value: v };
+    }
+    const committed = this.#rows.get(table);
+    return committed?.has(key) ? { found: true, value: committed.get(key) } : { found: false, value: undefined };
+  }
+
+  #get(table: string, key: string): unknown {
+    const { found, value } = this.#raw(table, key);
+    return found ? structuredClone(value) : undefined;
+  }
+
+  #has(table: string, key: string): boolean {
+    return this.#raw(table, key).found;
+  }
+
+  #set(table: string, key: string, row: unknown): void {
+    this.#check();
+    if (typeof key !== 'string') throw new InvalidOptionsError(`Keys of table "${table}" must be strings, got ${typeof key}.`);
+    const copy = structuredClone(row);
+    const target = this.#staged ?? this.#rows;
+    let t = target.get(table);
+    if (!t) target.set(table, (t = new Map()));
+    t.set(key, copy);
+  }
+
+  #delete(table: string, key: string): boolean {
+    const existed = this.#has(table, key);
+    if (this.#staged) {
+      let t = this.#staged.get(table);
+      if (!t) this.#staged.set(table, (t = new Map()));
+      t.set(key, DELETED);
+    } else {
+      this.#rows.get(table)?.delete(key);
+    }
+    return existed;
+  }
+
+  #entries(table: string, clone = true): Array<[string, unknown]> {
+    this.#check();
+    const out: Array<[string, unknown]> = [];
+    const staged = this.#staged?.get(table);
+    const committed = this.#rows.get(table);
+    if (committed) {
+      for (const [k, v] of committed) {
+        const s = staged?.has(k) ? staged.get(k) : v;
+        if (s !== DELETED) out.push([k, s]);
+      }
+    }
+    if (staged) {
+      for (const [k, v] of staged) if (v !== DELETED && !committed?.has(k)) out.push([k, v]);
+    }
+    return clone ? out.map(([k, v]) => [k, structuredClone(v)]) : out;
+  }
+
+  #names(): string[] {
+    this.#check();
+    const names = new Set([...this.#rows.keys(), ...(this.#staged?.keys() ?? [])]);
+    return [...names].filter((n) => this.#entries(n, false).length > 0);
+  }
+
+  #commit(): void {
+    this.#check();
+    for (const [table, writes] of this.#staged ?? []) {
+      let t = this.#rows.get(table);
+      if (!t) this.#rows.set(table, (t = new Map()));
+      for (const [k, v] of writes) {
+        if (v === DELETED) t.delete(k);
+        else t.set(k, v);
+      }
+    }
+    this.#ended = true;
+  }
+
+  static {
+    beginDatabaseTransaction = <DB extends TableSchema>(db: InMemoryDatabase<DB>): DatabaseTransaction<DB> => {
+      const view = new InMemoryDatabase<DB>();
+      view.#rows = db.#rows;
+      view.#staged = new Map();
+      return {
+        view,
+        commit: () => view.#commit(),
+        discard: () => {
+          view.#ended = true;
+        },
+      };
+    };
+  }
+}
+
+// ---- options ---------------------------------------------------------------------------------
+
+/** Options of {@link InMemoryLogStorage}. */
+export interface InMemoryLogStorageInput<DB extends TableSchema = UntypedTables> {
+  /**
+   * The store's clock, in milliseconds since the epoch: the timestamp of records appended with
+   * `timestamp: null`, and the clock transaction timeouts are measured with. Inject one to test
+   * time-based behaviour deterministically.
+   * @default Date.now
+   */
+  readonly now?: () => number;
+  /**
+   * The database `tx.db` writes into (and `storage.db` exposes). Pass one to share it.
+   * @default a new, empty InMemoryDatabase
+   */
+  readonly database?: InMemoryDatabase<DB>;
+  /** What `description` says. @default 'in-memory' */
+  readonly description?: string;
+}
+
+interface ResolvedOptions<DB extends TableSchema> {
+  readonly now: () => number;
+  readonly database: InMemoryDatabase<DB>;
+  readonly description: string;
+}
+
+function resolveOptions<DB extends TableSchema>(input: InMemoryLogStorageInput<DB>): ResolvedOptions<DB> {
+  if (input.now !== undefined && typeof input.now !== 'function') {
+    throw new InvalidOptionsError(`now must be a function returning milliseconds since the epoch, got ${typeof input.now}.`);
+  }
+  if (input.database !== undefined && !(input.database instanceof InMemoryDatabase)) {
+    throw new InvalidOptionsError('database must be an InMemoryDatabase.');
+  }
+  if (input.database?.inTransaction) throw new InvalidOptionsError("database must be a storage's database, not a transaction's tx.db.");
+  return Object.freeze({
+    now: input.now ?? Date.now,
+    database: input.database ?? new InMemoryDatabase<DB>(),
+    description: input.description ?? 'in-memory',
+  });
+}
+
+// ---- the log ---------------------------------------------------------------------------------
+
+interface LogRecord {
+  readonly timestamp: number;
+  readonly key: Buffer | null;
+  readonly value: Buffer | null;
+  readonly headers: Readonly<Record<string, Buffer>>;
+  /** Key + value + header names and values, in bytes (what `maxBytes` counts). */
+  readonly size: number;
+}
+
+class PartitionLog {
+  readonly records: LogRecord[] = [];
+  constructor(
+    readonly topic: string,
+    readonly partition: number,
+  ) {}
+  get logEndOffset(): bigint {
+    return BigInt(this.records.length);
+  }
+}
+
+interface TopicState {
+  readonly name: string;
+  readonly partitions: PartitionLog[];
+  config: TopicConfig;
+}
+
+interface SequenceState {
+  readonly baseSequence: number;
+  readonly lastSequence: number;
+  readonly baseOffset: bigint;
+}
+
+const partitionKey = (topic: string, partition: number): string => `${topic}\u0000${partition}`;
+const sequenceKey = (producerId: bigint, topic: string, partition: number): string => `${producerId}\u0000${topic}\u0000${partition}`;
+
+// ---- partition locks -------------------------------------------------------------------------
+
+interface LockOwner {
+  readonly name: string;
+  readonly held: Set<string>;
+  waitingFor: string | undefined;
+  /** Set once the owner's transaction ended: it may take no more locks. */
+  closedBy: unknown;
+}
+
+interface LockWaiter {
+  readonly owner: LockOwner;
+  readonly grant: () => void;
+  readonly fail: (error: unknown) => void;
+}
+
+/**
+ * Exclusive, FIFO, re-entrant locks on partition keys, held by transactions. A wait that would
+ * close a cycle is refused (the requester is the deadlock's victim, as in Postgres).
+ */
+class PartitionLocks {
+  readonly #holders = new Map<string, LockOwner>();
+  readonly #queues = new Map<string, LockWaiter[]>();
+
+  /** Takes `keys` (already sorted) for `owner`, waiting in turn. */
+  async acquire(owner: LockOwner, keys: readonly string[]): Promise<void> {
+    for (const key of keys) {
+      if (owner.closedBy !== undefined) {
+        // Ended while a lock was being handed to it: give back what it got meanwhile.
+        this.release(owner);
+        throw owner.closedBy;
+      }
+      const holder = this.#holders.get(key);
+      if (holder === owner) continue;
+      if (holder === undefined) {
+        this.#holders.set(key, owner);
+        owner.held.add(key);
+        continue;
+      }
+      if (this.#waitsFor(holder, owner)) {
+        const [topic, partition] = key.split('\u0000');
+        throw new ConcurrentTransactionsError(
+          `Deadlock: ${owner.name} waited for partition ${partition} of topic "${topic}", held by ${holder.name}, which waits for a partition ${owner.name} holds. ` +
+            `${owner.name} was rolled back; retry it.`,
+          { topic: topic!, partition: Number(partition) },
+        );
+      }
+      owner.waitingFor = key;
+      try {
+        await new Promise<void>((grant, fail) => {
+          let queue = this.#queues.get(key);
+          if (!queue) this.#queues.set(key, (queue = []));
+          queue.push({ owner, grant, fail });
+        });
+      } finally {
+        owner.waitingFor = undefined;
+      }
+    }
+    if (owner.closedBy !== undefined) {
+      this.release(owner);
+      throw owner.closedBy;
+    }
+  }
+
+  /** True when `from` waits, directly or through other waiters, for a lock `target` holds. */
+  #waitsFor(from: LockOwner, target: LockOwner): boolean {
+    const seen = new Set<LockOwner>();
+    let current: LockOwner | undefined = from;
+    while (current !== undefined && !seen.has(current)) {
+      if (current === target) return true;
+      seen.add(current);
+      current = current.waitingFor === undefined ? undefined : this.#holders.get(current.waitingFor);
+    }
+    return false;
+  }
+
+  /** Ends `owner`: its wait (if any) rejects with `error`, and everything it holds is released. */
+  close(owner: LockOwner, error: unknown): void {
+    owner.closedBy ??= error;
+    const key = owner.waitingFor;
+    if (key !== undefined) {
+      const queue = this.#queues.get(key) ?? [];
+      const i = queue.findIndex((w) => w.owner === owner);
+      if (i >= 0) queue.splice(i, 1)[0]!.fail(error);
+    }
+    this.release(owner);
+  }
+
+  /** Releases every lock `owner` holds, handing each to its first waiter. */
+  release(owner: LockOwner): void {
+    for (const key of owner.held) {
+      const queue = this.#queues.get(key);
+      const next = queue?.shift();
+      if (queue?.length === 0) this.#queues.delete(key);
+      if (next) {
+        this.#holders.set(key, next.owner);
+        next.owner.held.add(key);
+        next.grant();
+      } else {
+        this.#holders.delete(key);
+      }
+    }
+    owner.held.clear();
+  }
+}
+
+// ---- transactions ----------------------------------------------------------------------------
+
+type Fence = NonNullable<AppendOptions['fence']>;
+
+let transactionCounter = 0;
+
+/** One storage transaction's state: its locks and everything it staged. */
+class OpenTransaction<DB extends TableSchema> {
+  readonly owner: LockOwner;
+  state: 'open' | 'committed' | 'aborted' = 'open';
+  /** Why the store aborted it (deadlock, timeout) while the callback still ran. */
+  abortedBy: unknown;
+  /** Staged records per partition, in staging order. */
+  readonly staged = new Map<PartitionLog, LogRecord[]>();
+  readonly sequences = new Map<string, SequenceState>();
+  readonly fences: Fence[] = [];
+  /** tx.append calls run one after the other, as statements on one connection do. */
+  chain: Promise<unknown> = Promise.resolve();
+  #db: DatabaseTransaction<DB> | undefined;
+  readonly #database: InMemoryDatabase<DB>;
+
+  constructor(database: InMemoryDatabase<DB>) {
+    this.owner = { name: `transaction #${++transactionCounter}`, held: new Set(), waitingFor: undefined, closedBy: undefined };
+    this.#database = database;
+  }
+
+  get db(): InMemoryDatabase<DB> {
+    this.#db ??= beginDatabaseTransaction(this.#database);
+    return this.#db.view;
+  }
+
+  assertOpen(): void {
+    if (this.abortedBy !== undefined) throw this.abortedBy;
+    if (this.state !== 'open') {
+      throw new InvalidTransactionStateError(`This transaction has ${this.state === 'committed' ? 'committed' : 'rolled back'}: use tx only inside the transaction callback.`);
+    }
+  }
+
+  commitDb(): void {
+    this.#db?.commit();
+  }
+
+  discardDb(): void {
+    this.#db?.discard();
+  }
+}
+
+interface Watcher {
+  readonly topics: ReadonlySet<string>;
+  readonly listener: AppendListener;
+}
+
+/**
+ * The storage port in memory: a real partitioned log with the same semantics as `PgLogStorage` —
+ * dense offsets, atomic multi-partition appends, storage transactions with a transactional
+ * key/value database (`tx.db`, an {@link InMemoryDatabase}), idempotent and transactional
+ * producers, watches — for fast unit tests of code built on Annals. Nothing is persisted.
+ *
+ * `DB` types the tables of `tx.db` (table name → row type), as `PgLogStorage<DB>` types Kysely's.
+ *
+ * @example
+ * ```ts
+ * const storage = new InMemoryLogStorage({ now: () => clock });
+ * const annals = new Annals({ clientId: 'test', storage });
+ * await annals.admin().createTopics({ topics: [{ topic: 'orders', numPartitions: 3 }] });
+ * ```
+ */
+export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implements LogStorage<InMemoryDatabase<DB>> {
+  readonly #options: ResolvedOptions<DB>;
+  readonly #topics = new Map<string, TopicState>();
+  readonly #sequences = new Map<string, SequenceState>();
+  readonly #transactionalIds = new Map<string, ProducerIdentity>();
+  readonly #locks = new PartitionLocks();
+  readonly #watchers = new Set<Watcher>();
+  #nextProducerId = 1n;
+  #connected = false;
+
+  /** Creates a store; call `connect()` before using it (as with any store). */
+  constructor(input: InMemoryLogStorageInput<DB> = {}) {
+    this.#options = resolveOptions(input);
+  }
+
+  get description(): string {
+    return this.#options.description;
+  }
+
+  /**
+   * The committed state of the application's tables. Writes here apply at once (seed state with
+   * them); reads see what transactions committed.
+   *
+   * @example
+   * ```ts
+   * expect(storage.db.tables.get('orders').get('o-1')).toEqual({ id: 'o-1', totalCents: 1250 });
+   * ```
+   */
+  get db(): InMemoryDatabase<DB> {
+    return this.#options.database;
+  }
+
+  /** The store's clock (see {@link InMemoryLogStorageInput.now}). */
+  now(): number {
+    return this.#options.now();
+  }
+
+  /** Marks the store connected. Idempotent. Data survives `disconnect()`/`connect()`. */
+  async connect(): Promise<void> {
+    this.#connected = true;
+  }
+
+  /** Marks the store disconnected and drops every watch. Idempotent. The log is kept. */
+  async disconnect(): Promise<void> {
+    this.#connected = false;
+    this.#watchers.clear();
+  }
+
+  /** `await using storage = …` disconnects at the end of the scope. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.disconnect();
+  }
+
+  #assertConnected(): void {
+    if (!this.#connected) throw new NotConnectedError('The in-memory storage is not connected: call connect() first.');
+  }
+
+  #topic(name: string): TopicState {
+    const topic = this.#topics.get(name);
+    if (!topic) throw new UnknownTopicOrPartitionError(`Topic "${name}" does not exist.`, { topic: name });
+    return topic;
+  }
+
+  #partition(topic: string, partition: number): PartitionLog {
+    const log = this.#topics.get(topic)?.partitions[partition];
+    if (!log || !Number.isInteger(partition)) {
+      throw new UnknownTopicOrPartitionError(`Partition ${partition} of topic "${topic}" does not exist.`, { topic, partition });
+    }
+    return log;
+  }
+
+  // ---- admin -------------------------------------------------------------------------------
+
+  /**
+   * Creates topics, all or none: an existing name (or one listed twice) throws
+   * `TopicAlreadyExistsError` and creates nothing. Names follow Kafka's rules (`InvalidTopicError`);
+   * partition counts must be positive integers (`InvalidPartitionsError`); configs are validated
+   * (`InvalidConfigError`).
+   */
+  async createTopics(specs: readonly TopicSpec[]): Promise<void> {
+    this.#assertConnected();
+    const names = new Set<string>();
+    const resolved = specs.map((spec) => {
+      validateTopicName(spec.name);
+      if (this.#topics.has(spec.name) || names.has(spec.name)) {
+        throw new TopicAlreadyExistsError(`Topic "${spec.name}" already exists. Nothing was created.`, { topic: spec.name });
+      }
+      names.add(spec.name);
+      if (!Number.isSafeInteger(spec.partitions) || spec.partitions < 1) {
+        throw new InvalidPartitionsError(`Topic "${spec.name}" needs a positive integer partition count, got ${spec.partitions}. Nothing was created.`, {
+          topic: spec.name,
+        });
+      }
+      return { name: spec.name, partitions: spec.partitions, config: resolveTopicConfig(spec.config, DEFAULT_TOPIC_CONFIG, spec.name) };
+    });
+    for (const spec of resolved) {
+      this.#topics.set(spec.name, {
+        name: spec.name,
+        partitions: Array.from({ length: spec.partitions }, (_, p) => new PartitionLog(spec.name, p)),
+        config: spec.config,
+      });
+    }
+  }
+
+  /**
+   * Deletes topics with their records and producer state, all or none: an unknown name throws
+   * `UnknownTopicOrPartitionError` and deletes nothing. A transaction still holding an append to a
+   * deleted topic fails at commit.
+   */
+  async deleteTopics(names: readonly string[]): Promise<void> {
+    this.#assertConnected();
+    for (const name of names) this.#topic(name);
+    const deleted = new Set(names);
+    for (const name of deleted) this.#topics.delete(name);
+    for (const key of [...this.#sequences.keys()]) {
+      const topic = key.split('\u0000')[1]!;
+      if (deleted.has(topic)) this.#sequences.delete(key);
+    }
+  }
+
+  /** Raises a topic's partition count to `count`; anything but an increase throws `InvalidPartitionsError`. */
+  async createPartitions(topic: string, count: number): Promise<void> {
+    this.#assertConnected();
+    const state = this.#topic(topic);
+    const current = state.partitions.length;
+    if (!Number.isSafeInteger(count) || count <= current) {
+      throw new InvalidPartitionsError(
+        `Topic "${topic}" has ${current} partitions; createPartitions can only increase the count (asked for ${count}).`,
+        { topic },
+      );
+    }
+    for (let p = current; p < count; p++) state.partitions.push(new PartitionLog(topic, p));
+  }
+
+  /** Topic names, sorted. */
+  async listTopics(): Promise<string[]> {
+    this.#assertConnected();
+    return [...this.#topics.keys()].sort();
+  }
+
+  /** Descriptions of the named topics (all topics when omitted), sorted by name; unknown names throw. */
+  async describeTopics(names?: readonly string[]): Promise<TopicDescription[]> {
+    this.#assertConnected();
+    const selected = names === undefined ? [...this.#topics.keys()] : [...new Set(names)];
+    const topics = selected.map((n) => this.#topic(n));
+    return topics
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .map((t) => ({ name: t.name, partitions: t.partitions.length, config: t.config }));
+  }
+
+  /** Replaces a topic's config with `update(current)`, validated (`InvalidConfigError` changes nothing). */
+  async alterTopicConfig(topic: string, update: (current: TopicConfig) => TopicConfig): Promise<TopicConfig> {
+    this.#assertConnected();
+    const state = this.#topic(topic);
+    const next = resolveTopicConfig(update(state.config), DEFAULT_TOPIC_CONFIG, topic);
+    state.config = next;
+    return next;
+  }
+
+  /** Per partition, the log start offset (always 0 here) and the log end offset. */
+  async fetchWatermarks(topic: string): Promise<PartitionWatermarks[]> {
+    this.#assertConnected();
+    return this.#topic(topic).partitions.map((log) => ({ partition: log.partition, low: 0n, high: log.logEndOffset }));
+  }
+
+  /** Per partition, the first offset whose timestamp is ≥ `timestamp`, or the log end offset. */
+  async fetchOffsetsByTimestamp(topic: string, timestamp: number): Promise<Array<{ partition: number; offset: bigint }>> {
+    this.#assertConnected();
+    return this.#topic(topic).partitions.map((log) => {
+      const i = log.records.findIndex((r) => r.timestamp >= timestamp);
+      return { partition: log.partition, offset: i < 0 ? log.logEndOffset : BigInt(i) };
+    });
+  }
+
+  // ---- producing -----------------------------------------------------------------------------
+
+  /**
+   * Registers a producer. Without a transactional id: a new producer id (increasing from 1),
+   * epoch 0. With one: the id's producer id, with its epoch bumped (0 the first time) — which
+   * fences every append and open transaction that carries an older epoch.
+   */
+  async initProducer(transactionalId?: string): Promise<ProducerIdentity> {
+    this.#assertConnected();
+    if (transactionalId === undefined) return { producerId: this.#nextProducerId++, epoch: 0 };
+    const current = this.#transactionalIds.get(transactionalId);
+    const next: ProducerIdentity = Object.freeze(
+      current ? { producerId: current.producerId, epoch: current.epoch + 1 } : { producerId: this.#nextProducerId++, epoch: 0 },
+    );
+    this.#transactionalIds.set(transactionalId, next);
+    return { ...next };
+  }
+
+  /**
+   * Appends in a transaction of its own: every partition's records, or none. Validation errors
+   * (`UnknownTopicOrPartitionError`, `OutOfOrderSequenceError`, `ProducerFencedError`,
+   * `InvalidOptionsError`) write nothing. Waits for transactions holding these partitions.
+   *
+   * @example
+   * ```ts
+   * const [r] = await storage.append([{ topic: 'orders', partition: 0, records: [{ key: null, value, headers: null, timestamp: null }] }]);
+   * r.baseOffset; // 0n for the first record
+   * ```
+   */
+  async append(appends: readonly PartitionAppend[], options: AppendOptions = {}): Promise<PartitionAppendResult[]> {
+    this.#assertConnected();
+    if (appends.length === 0) return [];
+    return this.transaction((tx) => tx.append(appends, options));
+  }
+
+  /**
+   * Runs `fn` in one storage transaction: its `tx.append`s and `tx.db` writes are applied together
+   * when `fn` resolves, or dropped (taking no offsets) when it throws — the error is rethrown.
+   * `tx.append` takes the locks of its partitions until the transaction ends; its base offsets are
+   * final. With `timeoutMs`, a transaction open longer than that (by the store clock; a timer
+   * releases its locks as a backstop) fails with `TransactionTimeoutError`.
+   *
+   * @example
+   * ```ts
+   * await storage.transaction(async (tx) => {
+   *   tx.db.tables.get('orders').set('o-1', order);
+   *   await tx.append([{ topic: 'orders', partition: 0, records: [record] }]);
+   * });
+   * ```
+   */
+  async transaction<T>(
+    fn: (tx: StorageTransaction<InMemoryDatabase<DB>>) => Promise<T>,
+    options: StorageTransactionOptions = {},
+  ): Promise<T> {
+    this.#assertConnected();
+    const txn = new OpenTransaction<DB>(this.#options.database);
+    const tx: StorageTransaction<InMemoryDatabase<DB>> = Object.freeze({
+      get db() {
+        txn.assertOpen();
+        return txn.db;
+      },
+      append: (appends: readonly PartitionAppend[], appendOptions?: AppendOptions) => {
+        const run = txn.chain.then(() => this.#appendIn(txn, appends, appendOptions ?? {}));
+        txn.chain = run.catch(() => {});
+        return run;
+      },
+    });
+    const { timeoutMs } = options;
+    const started = this.now();
+    let timer: NodeJS.Timeout | undefined;
+    if (timeoutMs !== undefined) {
+      timer = setTimeout(() => this.#abort(txn, this.#timeoutError(timeoutMs)), Math.max(0, timeoutMs));
+      timer.unref();
+    }
+    try {
+      const result = await fn(tx);
+      await txn.chain; // appends the callback started but did not await
+      txn.assertOpen();
+      if (timeoutMs !== undefined && this.now() - started > timeoutMs) throw this.#timeoutError(timeoutMs);
+      this.#commit(txn);
+      return result;
+    } catch (error) {
+      this.#abort(txn, undefined);
+      throw error;
+    } finally {
+      if (timer) clearTimeout(timer);
+      this.#locks.close(txn.owner, new InvalidTransactionStateError('The transaction has ended.'));
+    }
+  }
+
+  #timeoutError(timeoutMs: number): TransactionTimeoutError {
+    return new TransactionTimeoutError(`The transaction stayed open longer than its timeout (${timeoutMs} ms) and was rolled back.`);
+  }
+
+  /** Rolls `txn` back: drops its stage and releases its locks. `cause` is kept for its callback. */
+  #abort(txn: OpenTransaction<DB>, cause: unknown): void {
+    if (txn.state !== 'open') return;
+    if (cause !== undefined) txn.abortedBy = cause;
+    txn.state = 'aborted';
+    txn.staged.clear();
+    txn.sequences.clear();
+    txn.discardDb();
+    this.#locks.close(txn.owner, cause ?? new InvalidTransactionStateError('The transaction was rolled back.'));
+  }
+
+  /** Applies a transaction in one synchronous step, after its last checks. */
+  #commit(txn: OpenTransaction<DB>): void {
+    for (const fence of txn.fences) this.#checkFence(fence);
+    for (const log of txn.staged.keys()) {
+      if (this.#topics.get(log.topic)?.partitions[log.partition] !== log) {
+        throw new UnknownTopicOrPartitionError(
+          `Partition ${log.partition} of topic "${log.topic}" was deleted while the transaction was open. Nothing was written.`,
+          { topic: log.topic, partition: log.partition },
+        );
+      }
+    }
+    for (const [log, records] of txn.staged) log.records.push(...records);
+    for (const [key, state] of txn.sequences) this.#sequences.set(key, state);
+    txn.commitDb();
+    txn.state = 'committed';
+    this.#notify([...txn.staged.keys()]);
+  }
+
+  #checkFence(fence: Fence): void {
+    const current = this.#transactionalIds.get(fence.transactionalId);
+    if (!current || current.producerId !== fence.producerId || current.epoch !== fence.epoch) {
+      throw new ProducerFencedError(
+        `Producer with transactionalId "${fence.transactionalId}" (epoch ${fence.epoch}) was fenced by a newer producer with the same id; this transaction was aborted.`,
+      );
+    }
+  }
+
+  async #appendIn(txn: OpenTransaction<DB>, appends: readonly PartitionAppend[], options: AppendOptions): Promise<PartitionAppendResult[]> {
+    txn.assertOpen();
+    this.#assertConnected();
+    if (appends.length === 0) return [];
+    // Everything checkable without waiting, first: a bad append waits for nobody and writes nothing.
+    const keys = new Set<string>();
+    for (const a of appends) {
+      const key = partitionKey(a.topic, a.partition);
+      if (keys.has(key)) throw new InvalidOptionsError(`Append lists ${a.topic}[${a.partition}] twice; merge its records first.`);
+      keys.add(key);
+      if (options.producerId !== undefined && (!Number.isSafeInteger(a.baseSequence) || a.baseSequence! < 0)) {
+        throw new InvalidOptionsError('An idempotent append needs a baseSequence (an integer ≥ 0) for every partition.', {
+          topic: a.topic,
+          partition: a.partition,
+        });
+      }
+    }
+    this.#resolveAppends(appends);
+    const prepared = appends.map((a) => a.records.map((r) => prepareRecord(r, a)));
+
+    const sorted = [...appends].sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition));
+    try {
+      await this.#locks.acquire(
+        txn.owner,
+        sorted.map((a) => partitionKey(a.topic, a.partition)),
+      );
+    } catch (error) {
+      if (error instanceof ConcurrentTransactionsError) this.#abort(txn, error);
+      throw error;
+    }
+    txn.assertOpen();
+    // Under the locks: the topics may have changed while we waited.
+    const logs = this.#resolveAppends(appends);
+    if (options.fence) {
+      this.#checkFence(options.fence);
+      txn.fences.push({ ...options.fence });
+    }
+
+    const now = Math.floor(this.now());
+    const results: PartitionAppendResult[] = [];
+    const writes: Array<{ log: PartitionLog; records: LogRecord[]; sequence?: [string, SequenceState] }> = [];
+    appends.forEach((a, i) => {
+      const log = logs[i]!;
+      const base = log.logEndOffset + BigInt(txn.staged.get(log)?.length ?? 0);
+      if (options.producerId === undefined) {
+        results.push({ topic: a.topic, partition: a.partition, baseOffset: base, duplicate: false });
+        writes.push({ log, records: prepared[i]!.map((p) => p(now)) });
+        return;
+      }
+      const seq = a.baseSequence!;
+      const key = sequenceKey(options.producerId, a.topic, a.partition);
+      const prev = txn.sequences.get(key) ?? this.#sequences.get(key);
+      if (prev && seq === prev.baseSequence) {
+        results.push({ topic: a.topic, partition: a.partition, baseOffset: prev.baseOffset, duplicate: true });
+        return;
+      }
+      const expected = prev ? prev.lastSequence + 1 : 0;
+      if (seq !== expected) {
+        throw new OutOfOrderSequenceError(
+          `Producer ${options.producerId} sent sequence ${seq} to ${a.topic}[${a.partition}], expected ${expected}. Records may be missing; recreate the producer.`,
+          { topic: a.topic, partition: a.partition },
+        );
+      }
+      results.push({ topic: a.topic, partition: a.partition, baseOffset: base, duplicate: false });
+      writes.push({
+        log,
+        records: prepared[i]!.map((p) => p(now)),
+        sequence: [key, { baseSequence: seq, lastSequence: seq + a.records.length - 1, baseOffset: base }],
+      });
+    });
+    // Every check passed: stage.
+    for (const w of writes) {
+      let staged = txn.staged.get(w.log);
+      if (!staged) txn.staged.set(w.log, (staged = []));
+      staged.push(...w.records);
+      if (w.sequence) txn.sequences.set(w.sequence[0], w.sequence[1]);
+    }
+    return results;
+  }
+
+  #resolveAppends(appends: readonly PartitionAppend[]): PartitionLog[] {
+    return appends.map((a) => {
+      try {
+        return this.#partition(a.topic, a.partition);
+      } catch {
+        throw new UnknownTopicOrPartitionError(
+          `Cannot append: partition ${a.partition} of topic "${a.topic}" does not exist. Nothing was written.`,
+          { topic: a.topic, partition: a.partition },
+        );
+      }
+    });
+  }
+
+  // ---- reading -------------------------------------------------------------------------------
+
+  /**
+   * Committed records of one partition from `offset`: at most `maxRecords`, and at most about
+   * `maxBytes` of keys, values and headers (header names count too) — but at least one record
+   * when any is there. An offset at or past the end gives no records and the high watermark.
+   * Records are copies.
+   */
+  async fetch(topic: string, partition: number, offset: bigint, limits: FetchLimits): Promise<FetchResult> {
+    this.#assertConnected();
+    const log = this.#partition(topic, partition);
+    const end = log.records.length;
+    let i = offset <= 0n ? 0 : offset >= BigInt(end) ? end : Number(offset);
+    const records: StoredRecord[] = [];
+    let bytes = 0;
+    for (; i < end && records.length < limits.maxRecords; i++) {
+      const r = log.records[i]!;
+      if (records.length > 0 && bytes + r.size > limits.maxBytes) break;
+      bytes += r.size;
+      records.push({
+        topic,
+        partition,
+        offset: BigInt(i),
+        timestamp: r.timestamp,
+        key: copyBytes(r.key),
+        value: copyBytes(r.value),
+        headers: copyHeaders(r.headers),
+      });
+    }
+    return { records, highWatermark: BigInt(end), logStartOffset: 0n };
+  }
+
+  /**
+   * Calls `listener(topic, partition)` — asynchronously, in a microtask — after every commit that
+   * appended to a partition of one of `topics` (topics need not exist yet). Resolves to a function
+   * that stops the watch. `disconnect()` stops every watch.
+   *
+   * @example
+   * ```ts
+   * const unwatch = await storage.watch(['orders'], (topic, partition) => wakeUp(topic, partition));
+   * ```
+   */
+  async watch(topics: readonly string[], listener: AppendListener): Promise<() => Promise<void>> {
+    this.#assertConnected();
+    const watcher: Watcher = { topics: new Set(topics), listener };
+    this.#watchers.add(watcher);
+    return async () => {
+      this.#watchers.delete(watcher);
+    };
+  }
+
+  #notify(logs: readonly PartitionLog[]): void {
+    for (const watcher of this.#watchers) {
+      for (const log of logs) {
+        if (!watcher.topics.has(log.topic)) continue;
+        // A microtask each: a throwing listener surfaces as an uncaught error and spoils no other.
+        queueMicrotask(() => {
+          if (this.#watchers.has(watcher)) watcher.listener(log.topic, log.partition);
+        });
+      }
+    }
+  }
+}
+
+// ---- records ---------------------------------------------------------------------------------
+
+function checkBytes(bytes: unknown, what: string, a: PartitionAppend): Uint8Array | null {
+  if (bytes === null) return null;
+  if (bytes instanceof Uint8Array) return bytes;
+  throw new InvalidOptionsError(`${what} must be a Uint8Array or null, got ${typeof bytes}.`, { topic: a.topic, partition: a.partition });
+}
+
+/**
+ * Validates and copies a record now (so a caller mutating its buffers later changes nothing);
+ * returns a function that stamps it with the append time.
+ */
+function prepareRecord(record: AppendRecord, a: PartitionAppend): (now: number) => LogRecord {
+  const key = copyBytes(checkBytes(record.key, 'A record key', a));
+  const value = copyBytes(checkBytes(record.value, 'A record value', a));
+  const headers: Record<string, Buffer> = Object.create(null) as Record<string, Buffer>;
+  let size = (key?.length ?? 0) + (value?.length ?? 0);
+  if (record.headers !== null && record.headers !== undefined) {
+    for (const [name, v] of Object.entries(record.headers)) {
+      const bytes = checkBytes(v, `Header "${name}"`, a);
+      if (bytes === null) throw new InvalidOptionsError(`Header "${name}" must be a Uint8Array.`, { topic: a.topic, partition: a.partition });
+      headers[name] = Buffer.from(bytes);
+      size += Buffer.byteLength(name) + bytes.length;
+    }
+  }
+  Object.freeze(headers);
+  const { timestamp } = record;
+  if (timestamp !== null && (typeof timestamp !== 'number' || !Number.isFinite(timestamp))) {
+    throw new InvalidOptionsError(`A record timestamp must be milliseconds since the epoch or null, got ${String(timestamp)}.`, {
+      topic: a.topic,
+      partition: a.partition,
+    });
+  }
+  return (now) => Object.freeze({ timestamp: timestamp === null ? now : Math.floor(timestamp), key, value, headers, size });
+}
+
+function copyBytes(bytes: Uint8Array | null): Buffer | null {
+  return bytes === null ? null : Buffer.from(bytes);
+}
+
+function copyHeaders(headers: Readonly<Record<string, Buffer>>): StoredHeaders {
+  const out: Record<string, Uint8Array> = {};
+  for (const [name, v] of Object.entries(headers)) Object.defineProperty(out, name, { value: Buffer.from(v), enumerable: true });
+  return out;
+}
