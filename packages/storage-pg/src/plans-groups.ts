@@ -41,24 +41,28 @@ export function heartbeatStatement(t: Tables, groupId: string, memberId: string)
 }
 
 /**
- * Expires members silent past their session timeout: deletes them, frees their partitions
- * (owner = NULL), ends their sessions (matched by pid *and* application name, so a recycled pid
- * is never hit) and tells the group.
+ * Expires members whose session is gone (their backend no longer exists: killed process, cut
+ * connection) or that were silent past their session timeout (a hung process): deletes them, frees
+ * their partitions (owner = NULL), ends a silent member's session so its locks free, and tells the
+ * group. A backend is only terminated when both its pid and its application name match, and the
+ * CASE makes sure nothing else is even considered.
  */
 export function expireStatement(t: Tables, groupId: string): Statement {
   return {
     text: `WITH expired AS (
-  DELETE FROM ${t.groupMembers}
-  WHERE group_id = $1 AND heartbeat_at < now() - session_timeout_ms * interval '1 millisecond'
-  RETURNING member_id, backend_pid, application_name
+  DELETE FROM ${t.groupMembers} m
+  WHERE m.group_id = $1 AND (
+    m.heartbeat_at < now() - m.session_timeout_ms * interval '1 millisecond'
+    OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = m.backend_pid))
+  RETURNING m.member_id, m.backend_pid, m.application_name
 ), freed AS (
   UPDATE ${t.partitionOwners} o SET member_id = NULL FROM expired e
   WHERE o.group_id = $1 AND o.member_id = e.member_id
   RETURNING o.topic
 )
 SELECT e.member_id,
-  (SELECT count(*) FROM pg_stat_activity a
-    WHERE a.pid = e.backend_pid AND a.application_name = e.application_name AND pg_terminate_backend(a.pid))::int AS terminated,
+  (SELECT coalesce(bool_or(CASE WHEN a.application_name = e.application_name THEN pg_terminate_backend(a.pid) ELSE false END), false)
+     FROM pg_stat_activity a WHERE a.pid = e.backend_pid) AS terminated,
   pg_notify($2, '#g/' || $1) IS NULL AS notified
 FROM expired e`,
     values: [groupId, t.channel],

@@ -34,9 +34,12 @@
  * `acks` is accepted and ignored (memory has no durability levels). There is no retention or
  * compaction: the log start offset is always 0.
  */
+import { randomUUID } from 'node:crypto';
 import {
   ConcurrentTransactionsError,
   DEFAULT_TOPIC_CONFIG,
+  GroupNotEmptyError,
+  IllegalGenerationError,
   InvalidOptionsError,
   InvalidPartitionsError,
   InvalidTransactionStateError,
@@ -51,9 +54,20 @@ import {
   type AppendListener,
   type AppendOptions,
   type AppendRecord,
+  type CommitFence,
+  type CommittedOffset,
+  type DeferredTransaction,
   type FetchLimits,
   type FetchResult,
+  type GroupDescription,
+  type GroupPartitionState,
+  type GroupSession,
+  type GroupSessionEvents,
+  type LiveMember,
   type LogStorage,
+  type MemberMetadata,
+  type OffsetCommit,
+  type PartitionClaim,
   type PartitionAppend,
   type PartitionAppendResult,
   type PartitionWatermarks,
@@ -128,6 +142,9 @@ interface DatabaseTransaction<DB extends TableSchema> {
   readonly view: InMemoryDatabase<DB>;
   commit(): void;
   discard(): void;
+  /** A copy of the staged writes (for a savepoint), and putting one back. */
+  save(): StagedRows;
+  restore(saved: StagedRows | undefined): void;
 }
 
 // Assigned in InMemoryDatabase's static block: the storage's private access to transactional views.
@@ -299,6 +316,11 @@ export class InMemoryDatabase<DB extends TableSchema = UntypedTables> {
         commit: () => view.#commit(),
         discard: () => {
           view.#ended = true;
+        },
+        // Staged rows are never mutated in place (set stores a fresh clone), so copying the maps is enough.
+        save: () => new Map([...view.#staged!].map(([table, rows]) => [table, new Map(rows)])),
+        restore: (saved) => {
+          view.#staged = new Map([...(saved ?? [])].map(([table, rows]) => [table, new Map(rows)]));
         },
       };
     };
@@ -473,7 +495,13 @@ class PartitionLocks {
 
   /** Releases every lock `owner` holds, handing each to its first waiter. */
   release(owner: LockOwner): void {
-    for (const key of owner.held) {
+    this.releaseKeys(owner, [...owner.held]);
+  }
+
+  /** Releases some of `owner`'s locks (a savepoint rolled back past them). */
+  releaseKeys(owner: LockOwner, keys: readonly string[]): void {
+    for (const key of keys) {
+      if (!owner.held.delete(key)) continue;
       const queue = this.#queues.get(key);
       const next = queue?.shift();
       if (queue?.length === 0) this.#queues.delete(key);
@@ -485,7 +513,6 @@ class PartitionLocks {
         this.#holders.delete(key);
       }
     }
-    owner.held.clear();
   }
 }
 
@@ -493,46 +520,306 @@ class PartitionLocks {
 
 type Fence = NonNullable<AppendOptions['fence']>;
 
+interface StagedOffset {
+  readonly groupId: string;
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: bigint;
+  readonly metadata: string | null;
+}
+
+interface OffsetFence {
+  readonly groupId: string;
+  readonly fence: CommitFence;
+  readonly commits: ReadonlyArray<{ readonly topic: string; readonly partition: number }>;
+}
+
+/** What a transaction needs from its storage (the storage's private operations, bound). */
+interface TransactionEngine<DB extends TableSchema> {
+  database(): InMemoryDatabase<DB>;
+  readonly locks: PartitionLocks;
+  now(): number;
+  assertConnected(): void;
+  appendIn(txn: InMemoryTransaction<DB>, appends: readonly PartitionAppend[], options: AppendOptions): Promise<PartitionAppendResult[]>;
+  commitOffsetsIn(txn: InMemoryTransaction<DB>, groupId: string, commits: readonly OffsetCommit[], fence: CommitFence | undefined): void;
+  /** Last checks, then applies everything in one synchronous step. Throws (applying nothing) on a failed check. */
+  apply(txn: InMemoryTransaction<DB>): void;
+}
+
 let transactionCounter = 0;
 
-/** One storage transaction's state: its locks and everything it staged. */
-class OpenTransaction<DB extends TableSchema> {
+/**
+ * One storage transaction. It begins on first use (`db`, `append`, `commitOffsets`) and holds
+ * everything it wrote in its stage until `commit()` applies it all at once or `rollback()` drops it.
+ */
+class InMemoryTransaction<DB extends TableSchema> implements DeferredTransaction<InMemoryDatabase<DB>> {
   readonly owner: LockOwner;
-  state: 'open' | 'committed' | 'aborted' = 'open';
-  /** Why the store aborted it (deadlock, timeout) while the callback still ran. */
-  abortedBy: unknown;
   /** Staged records per partition, in staging order. */
   readonly staged = new Map<PartitionLog, LogRecord[]>();
-  readonly sequences = new Map<string, SequenceState>();
+  sequences = new Map<string, SequenceState>();
   readonly fences: Fence[] = [];
-  /** tx.append calls run one after the other, as statements on one connection do. */
-  chain: Promise<unknown> = Promise.resolve();
+  offsets = new Map<string, StagedOffset>();
+  readonly offsetFences: OffsetFence[] = [];
+  readonly #engine: TransactionEngine<DB>;
+  readonly #timeoutMs: number | undefined;
+  readonly #started: number;
+  #state: 'open' | 'committing' | 'committed' | 'rolled back' = 'open';
+  #begun = false;
+  /** Why the store rolled it back (deadlock, timeout) while its user still held it. */
+  #abortedBy: unknown;
+  /** Operations run one after the other, as statements on one connection do. */
+  #chain: Promise<unknown> = Promise.resolve();
   #db: DatabaseTransaction<DB> | undefined;
-  readonly #database: InMemoryDatabase<DB>;
+  #timer: NodeJS.Timeout | undefined;
 
-  constructor(database: InMemoryDatabase<DB>) {
+  constructor(engine: TransactionEngine<DB>, options: StorageTransactionOptions) {
+    this.#engine = engine;
+    this.#timeoutMs = options.timeoutMs;
+    this.#started = engine.now();
     this.owner = { name: `transaction #${++transactionCounter}`, held: new Set(), waitingFor: undefined, closedBy: undefined };
-    this.#database = database;
+  }
+
+  get begun(): boolean {
+    return this.#begun;
   }
 
   get db(): InMemoryDatabase<DB> {
-    this.#db ??= beginDatabaseTransaction(this.#database);
+    this.#assertUsable();
+    this.#begin();
+    this.#db ??= beginDatabaseTransaction(this.#engine.database());
     return this.#db.view;
   }
 
-  assertOpen(): void {
-    if (this.abortedBy !== undefined) throw this.abortedBy;
-    if (this.state !== 'open') {
-      throw new InvalidTransactionStateError(`This transaction has ${this.state === 'committed' ? 'committed' : 'rolled back'}: use tx only inside the transaction callback.`);
+  append(appends: readonly PartitionAppend[], options?: AppendOptions): Promise<PartitionAppendResult[]> {
+    if (appends.length === 0) return Promise.resolve([]);
+    return this.#enqueue(() => {
+      this.#begin();
+      return this.#engine.appendIn(this, appends, options ?? {});
+    });
+  }
+
+  commitOffsets(groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void> {
+    if (commits.length === 0) return Promise.resolve();
+    return this.#enqueue(() => {
+      this.#begin();
+      this.#engine.commitOffsetsIn(this, groupId, commits, fence);
+    });
+  }
+
+  async savepoint<T>(fn: () => Promise<T>): Promise<T> {
+    this.#assertUsable();
+    await this.#chain;
+    const restore = this.#mark();
+    try {
+      return await fn();
+    } catch (error) {
+      await this.#chain;
+      if (this.#abortedBy === undefined && this.#state === 'open') restore();
+      throw error;
     }
   }
 
-  commitDb(): void {
-    this.#db?.commit();
+  async commit(): Promise<void> {
+    if (this.#state !== 'open') throw new InvalidTransactionStateError(`This transaction has already ${this.#state === 'committing' ? 'begun to commit' : 'ended'}.`);
+    this.#state = 'committing';
+    if (!this.#begun) {
+      this.#state = 'committed';
+      return;
+    }
+    try {
+      await this.#chain; // operations the user started but did not await
+      if (this.#abortedBy !== undefined) throw this.#abortedBy;
+      if (this.#timeoutMs !== undefined && this.#engine.now() - this.#started > this.#timeoutMs) throw timeoutError(this.#timeoutMs);
+      this.#engine.apply(this);
+      this.#db?.commit();
+      this.#state = 'committed';
+    } catch (error) {
+      this.#discard();
+      this.#state = 'rolled back';
+      throw error;
+    } finally {
+      this.#end();
+    }
   }
 
-  discardDb(): void {
+  async rollback(): Promise<void> {
+    if (this.#state !== 'open') return;
+    this.#state = 'rolled back';
+    this.#discard();
+    this.#end();
+  }
+
+  /** The store rolls the transaction back under its user (deadlock victim, timeout). */
+  abort(cause: unknown): void {
+    if (this.#abortedBy !== undefined || (this.#state !== 'open' && this.#state !== 'committing')) return;
+    this.#abortedBy = cause;
+    this.#discard();
+    this.#end(cause);
+  }
+
+  /** Inside an operation: fails if the store rolled the transaction back meanwhile. */
+  assertNotAborted(): void {
+    if (this.#abortedBy !== undefined) throw this.#abortedBy;
+  }
+
+  #assertUsable(): void {
+    this.assertNotAborted();
+    if (this.#state !== 'open') {
+      throw new InvalidTransactionStateError(`This transaction has ${this.#state === 'committing' ? 'begun to commit' : 'ended'}; its handle cannot be used any more.`);
+    }
+  }
+
+  #begin(): void {
+    this.assertNotAborted();
+    if (this.#begun) return;
+    this.#engine.assertConnected();
+    this.#begun = true;
+    if (this.#timeoutMs !== undefined) {
+      // Backstop, as Postgres' idle_in_transaction_session_timeout: a forgotten transaction frees its partitions.
+      const timeoutMs = this.#timeoutMs;
+      this.#timer = setTimeout(() => this.abort(timeoutError(timeoutMs)), Math.max(0, timeoutMs));
+      this.#timer.unref();
+    }
+  }
+
+  #enqueue<T>(op: () => Promise<T> | T): Promise<T> {
+    try {
+      this.#assertUsable();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const run = this.#chain.then(op);
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
+  /** Captures the stage; the returned function restores it and frees partitions locked since. */
+  #mark(): () => void {
+    const lengths = new Map([...this.staged].map(([log, records]) => [log, records.length]));
+    const sequences = new Map(this.sequences);
+    const fences = this.fences.length;
+    const offsets = new Map(this.offsets);
+    const offsetFences = this.offsetFences.length;
+    const rows = this.#db?.save();
+    const held = new Set(this.owner.held);
+    return () => {
+      for (const [log, records] of [...this.staged]) {
+        const length = lengths.get(log);
+        if (length === undefined) this.staged.delete(log);
+        else records.length = length;
+      }
+      this.sequences = sequences;
+      this.fences.length = fences;
+      this.offsets = offsets;
+      this.offsetFences.length = offsetFences;
+      this.#db?.restore(rows);
+      this.#engine.locks.releaseKeys(
+        this.owner,
+        [...this.owner.held].filter((k) => !held.has(k)),
+      );
+    };
+  }
+
+  #discard(): void {
+    this.staged.clear();
+    this.sequences.clear();
+    this.offsets.clear();
     this.#db?.discard();
+  }
+
+  #end(cause?: unknown): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#engine.locks.close(this.owner, cause ?? new InvalidTransactionStateError('The transaction has ended.'));
+  }
+}
+
+function timeoutError(timeoutMs: number): TransactionTimeoutError {
+  return new TransactionTimeoutError(`The transaction stayed open longer than its timeout (${timeoutMs} ms) and was rolled back.`);
+}
+
+// ---- consumer groups -------------------------------------------------------------------------
+
+interface MemberState {
+  readonly memberId: string;
+  readonly clientId: string;
+  readonly clientHost: string;
+  readonly topics: readonly string[];
+  readonly sessionTimeoutMs: number;
+  readonly joinedAt: number;
+  heartbeatAt: number;
+  readonly session: InMemoryGroupSession;
+}
+
+interface GroupState {
+  readonly members: Map<string, MemberState>;
+  /** Per partition (`partitionKey`): its owning member (null once released) and generation. */
+  readonly owners: Map<string, { memberId: string | null; generation: bigint }>;
+  readonly offsets: Map<string, { readonly offset: bigint; readonly metadata: string | null; readonly committedAt: number }>;
+  /** Per partition: the session holding it (Postgres: the session's advisory lock). */
+  readonly claims: Map<string, InMemoryGroupSession>;
+}
+
+/** What a group session needs from its storage. */
+interface GroupEngine {
+  heartbeat(session: InMemoryGroupSession): LiveMember[];
+  claim(session: InMemoryGroupSession, topic: string, partition: number): PartitionClaim;
+  release(session: InMemoryGroupSession, topic: string, partition: number): void;
+  leave(session: InMemoryGroupSession): void;
+}
+
+/**
+ * A member's session. Its lifetime bounds the member's ownership: when the member is expired (by
+ * another member's heartbeat) the session is lost at once — its claims freed, `onLost` called —
+ * as Postgres terminating the member's backend would.
+ */
+class InMemoryGroupSession implements GroupSession {
+  readonly groupId: string;
+  readonly memberId: string;
+  readonly events: GroupSessionEvents;
+  readonly topics: ReadonlySet<string>;
+  /** Partition keys this session claimed. */
+  readonly held = new Set<string>();
+  lost: unknown;
+  left = false;
+  readonly #engine: GroupEngine;
+
+  constructor(engine: GroupEngine, groupId: string, memberId: string, topics: readonly string[], events: GroupSessionEvents) {
+    this.#engine = engine;
+    this.groupId = groupId;
+    this.memberId = memberId;
+    this.topics = new Set(topics);
+    this.events = events;
+  }
+
+  get live(): boolean {
+    return this.lost === undefined && !this.left;
+  }
+
+  #check(): void {
+    if (this.lost !== undefined) {
+      throw new IllegalGenerationError(`Member ${this.memberId} lost its group session; it must rejoin.`, { groupId: this.groupId, cause: this.lost });
+    }
+    if (this.left) throw new IllegalGenerationError(`Member ${this.memberId} has left group "${this.groupId}"; it must rejoin.`, { groupId: this.groupId });
+  }
+
+  async heartbeat(): Promise<LiveMember[]> {
+    this.#check();
+    return this.#engine.heartbeat(this);
+  }
+
+  async claim(topic: string, partition: number): Promise<PartitionClaim> {
+    this.#check();
+    return this.#engine.claim(this, topic, partition);
+  }
+
+  async release(topic: string, partition: number): Promise<void> {
+    this.#check();
+    this.#engine.release(this, topic, partition);
+  }
+
+  async leave(): Promise<void> {
+    if (this.left) return;
+    this.#engine.leave(this);
   }
 }
 
@@ -563,6 +850,7 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
   readonly #transactionalIds = new Map<string, ProducerIdentity>();
   readonly #locks = new PartitionLocks();
   readonly #watchers = new Set<Watcher>();
+  readonly #groups = new Map<string, GroupState>();
   #nextProducerId = 1n;
   #connected = false;
 
@@ -766,11 +1054,36 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
   }
 
   /**
-   * Runs `fn` in one storage transaction: its `tx.append`s and `tx.db` writes are applied together
-   * when `fn` resolves, or dropped (taking no offsets) when it throws — the error is rethrown.
-   * `tx.append` takes the locks of its partitions until the transaction ends; its base offsets are
-   * final. With `timeoutMs`, a transaction open longer than that (by the store clock; a timer
-   * releases its locks as a backstop) fails with `TransactionTimeoutError`.
+   * A transaction that begins on first use (`db`, `append`, `commitOffsets`) and ends with
+   * `commit()` or `rollback()`. `tx.append` takes the locks of its partitions until the
+   * transaction ends, and its base offsets are final. `savepoint(fn)` rolls back only `fn`'s
+   * writes (and frees partitions `fn` locked) when `fn` throws; taken before the transaction
+   * began, it restores the empty stage and the transaction stays usable. With `timeoutMs`, a
+   * transaction open longer than that (by the store clock, from creation) fails to commit with
+   * `TransactionTimeoutError`; a timer frees its partitions at the deadline.
+   *
+   * @example
+   * ```ts
+   * const tx = storage.deferredTransaction();
+   * try {
+   *   for (const record of batch) await tx.savepoint(() => handle(record, tx));
+   *   await tx.commitOffsets('payments', [{ topic: 'orders', partition: 0, offset: next }], fence);
+   *   await tx.commit();
+   * } catch (error) {
+   *   await tx.rollback();
+   *   throw error;
+   * }
+   * ```
+   */
+  deferredTransaction(options: StorageTransactionOptions = {}): DeferredTransaction<InMemoryDatabase<DB>> {
+    this.#assertConnected();
+    return new InMemoryTransaction<DB>(this.#engine, options);
+  }
+
+  /**
+   * Runs `fn` in one storage transaction: its `tx.append`s, `tx.commitOffsets` and `tx.db` writes
+   * are applied together when `fn` resolves, or dropped (taking no offsets) when it throws — the
+   * error is rethrown. See {@link InMemoryLogStorage.deferredTransaction} for locks and timeouts.
    *
    * @example
    * ```ts
@@ -780,64 +1093,33 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
    * });
    * ```
    */
-  async transaction<T>(
-    fn: (tx: StorageTransaction<InMemoryDatabase<DB>>) => Promise<T>,
-    options: StorageTransactionOptions = {},
-  ): Promise<T> {
-    this.#assertConnected();
-    const txn = new OpenTransaction<DB>(this.#options.database);
-    const tx: StorageTransaction<InMemoryDatabase<DB>> = Object.freeze({
-      get db() {
-        txn.assertOpen();
-        return txn.db;
-      },
-      append: (appends: readonly PartitionAppend[], appendOptions?: AppendOptions) => {
-        const run = txn.chain.then(() => this.#appendIn(txn, appends, appendOptions ?? {}));
-        txn.chain = run.catch(() => {});
-        return run;
-      },
-    });
-    const { timeoutMs } = options;
-    const started = this.now();
-    let timer: NodeJS.Timeout | undefined;
-    if (timeoutMs !== undefined) {
-      timer = setTimeout(() => this.#abort(txn, this.#timeoutError(timeoutMs)), Math.max(0, timeoutMs));
-      timer.unref();
-    }
+  async transaction<T>(fn: (tx: StorageTransaction<InMemoryDatabase<DB>>) => Promise<T>, options: StorageTransactionOptions = {}): Promise<T> {
+    const tx = this.deferredTransaction(options);
+    let result: T;
     try {
-      const result = await fn(tx);
-      await txn.chain; // appends the callback started but did not await
-      txn.assertOpen();
-      if (timeoutMs !== undefined && this.now() - started > timeoutMs) throw this.#timeoutError(timeoutMs);
-      this.#commit(txn);
-      return result;
+      result = await fn(tx);
     } catch (error) {
-      this.#abort(txn, undefined);
+      await tx.rollback();
       throw error;
-    } finally {
-      if (timer) clearTimeout(timer);
-      this.#locks.close(txn.owner, new InvalidTransactionStateError('The transaction has ended.'));
     }
+    await tx.commit();
+    return result;
   }
 
-  #timeoutError(timeoutMs: number): TransactionTimeoutError {
-    return new TransactionTimeoutError(`The transaction stayed open longer than its timeout (${timeoutMs} ms) and was rolled back.`);
-  }
+  readonly #engine: TransactionEngine<DB> = {
+    database: () => this.#options.database,
+    locks: this.#locks,
+    now: () => this.now(),
+    assertConnected: () => this.#assertConnected(),
+    appendIn: (txn, appends, options) => this.#appendIn(txn, appends, options),
+    commitOffsetsIn: (txn, groupId, commits, fence) => this.#commitOffsetsIn(txn, groupId, commits, fence),
+    apply: (txn) => this.#apply(txn),
+  };
 
-  /** Rolls `txn` back: drops its stage and releases its locks. `cause` is kept for its callback. */
-  #abort(txn: OpenTransaction<DB>, cause: unknown): void {
-    if (txn.state !== 'open') return;
-    if (cause !== undefined) txn.abortedBy = cause;
-    txn.state = 'aborted';
-    txn.staged.clear();
-    txn.sequences.clear();
-    txn.discardDb();
-    this.#locks.close(txn.owner, cause ?? new InvalidTransactionStateError('The transaction was rolled back.'));
-  }
-
-  /** Applies a transaction in one synchronous step, after its last checks. */
-  #commit(txn: OpenTransaction<DB>): void {
+  /** Last checks (fences, partitions still there), then everything at once: nothing awaits in between. */
+  #apply(txn: InMemoryTransaction<DB>): void {
     for (const fence of txn.fences) this.#checkFence(fence);
+    for (const f of txn.offsetFences) this.#checkOffsetFence(f.groupId, f.fence, f.commits);
     for (const log of txn.staged.keys()) {
       if (this.#topics.get(log.topic)?.partitions[log.partition] !== log) {
         throw new UnknownTopicOrPartitionError(
@@ -846,10 +1128,14 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
         );
       }
     }
-    for (const [log, records] of txn.staged) log.records.push(...records);
+    for (const [log, records] of txn.staged) {
+      log.records.push(...records);
+    }
     for (const [key, state] of txn.sequences) this.#sequences.set(key, state);
-    txn.commitDb();
-    txn.state = 'committed';
+    const committedAt = Math.floor(this.now());
+    for (const o of txn.offsets.values()) {
+      this.#group(o.groupId).offsets.set(partitionKey(o.topic, o.partition), { offset: o.offset, metadata: o.metadata, committedAt });
+    }
     this.#notify([...txn.staged.keys()]);
   }
 
@@ -862,10 +1148,9 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     }
   }
 
-  async #appendIn(txn: OpenTransaction<DB>, appends: readonly PartitionAppend[], options: AppendOptions): Promise<PartitionAppendResult[]> {
-    txn.assertOpen();
+  async #appendIn(txn: InMemoryTransaction<DB>, appends: readonly PartitionAppend[], options: AppendOptions): Promise<PartitionAppendResult[]> {
+    txn.assertNotAborted();
     this.#assertConnected();
-    if (appends.length === 0) return [];
     // Everything checkable without waiting, first: a bad append waits for nobody and writes nothing.
     const keys = new Set<string>();
     for (const a of appends) {
@@ -889,10 +1174,10 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
         sorted.map((a) => partitionKey(a.topic, a.partition)),
       );
     } catch (error) {
-      if (error instanceof ConcurrentTransactionsError) this.#abort(txn, error);
+      if (error instanceof ConcurrentTransactionsError) txn.abort(error);
       throw error;
     }
-    txn.assertOpen();
+    txn.assertNotAborted();
     // Under the locks: the topics may have changed while we waited.
     const logs = this.#resolveAppends(appends);
     if (options.fence) {
@@ -955,6 +1240,249 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     });
   }
 
+  // ---- consumer groups -----------------------------------------------------------------------
+
+  #group(groupId: string): GroupState {
+    let group = this.#groups.get(groupId);
+    if (!group) this.#groups.set(groupId, (group = { members: new Map(), owners: new Map(), offsets: new Map(), claims: new Map() }));
+    return group;
+  }
+
+  /**
+   * Joins `groupId` as a new member (id `<clientId>-<uuid>`) and tells the other members. The
+   * session's heartbeats expire silent members by the store clock, so an injected clock drives
+   * session timeouts in tests.
+   */
+  async joinGroup(groupId: string, member: MemberMetadata, events: GroupSessionEvents): Promise<GroupSession> {
+    this.#assertConnected();
+    if (typeof groupId !== 'string' || groupId.length === 0) throw new InvalidOptionsError('A group id must be a non-empty string.');
+    if (!Number.isSafeInteger(member.sessionTimeoutMs) || member.sessionTimeoutMs < 1) {
+      throw new InvalidOptionsError(`sessionTimeoutMs must be a positive integer, got ${String(member.sessionTimeoutMs)}.`, { groupId });
+    }
+    const memberId = `${member.clientId}-${randomUUID()}`;
+    const session = new InMemoryGroupSession(this.#groupEngine, groupId, memberId, member.topics, events);
+    const now = Math.floor(this.now());
+    const group = this.#group(groupId);
+    this.#groupChanged(group, session);
+    group.members.set(memberId, {
+      memberId,
+      clientId: member.clientId,
+      clientHost: member.clientHost,
+      topics: Object.freeze([...member.topics]),
+      sessionTimeoutMs: member.sessionTimeoutMs,
+      joinedAt: now,
+      heartbeatAt: now,
+      session,
+    });
+    return session;
+  }
+
+  readonly #groupEngine: GroupEngine = {
+    heartbeat: (session) => {
+      const group = this.#group(session.groupId);
+      const me = group.members.get(session.memberId);
+      if (!me) {
+        throw new IllegalGenerationError(
+          `Member ${session.memberId} was expired from group "${session.groupId}" (no heartbeat within its session timeout); it must rejoin.`,
+          { groupId: session.groupId },
+        );
+      }
+      const now = Math.floor(this.now());
+      me.heartbeatAt = now;
+      let expired = false;
+      for (const m of [...group.members.values()]) {
+        if (m.heartbeatAt >= now - m.sessionTimeoutMs) continue;
+        expired = true;
+        group.members.delete(m.memberId);
+        for (const owner of group.owners.values()) if (owner.memberId === m.memberId) owner.memberId = null;
+        this.#loseSession(
+          group,
+          m.session,
+          new IllegalGenerationError(`Member ${m.memberId} was expired from group "${session.groupId}": no heartbeat for ${now - m.heartbeatAt} ms.`, {
+            groupId: session.groupId,
+          }),
+        );
+      }
+      if (expired) this.#groupChanged(group);
+      return [...group.members.values()].sort((a, b) => (a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0)).map(liveMember);
+    },
+    claim: (session, topic, partition) => {
+      const group = this.#group(session.groupId);
+      const key = partitionKey(topic, partition);
+      const holder = group.claims.get(key);
+      if (holder !== undefined && holder !== session) return { acquired: false };
+      group.claims.set(key, session);
+      session.held.add(key);
+      const generation = (group.owners.get(key)?.generation ?? 0n) + 1n;
+      group.owners.set(key, { memberId: session.memberId, generation });
+      return { acquired: true, generation, committedOffset: group.offsets.get(key)?.offset ?? null };
+    },
+    release: (session, topic, partition) => {
+      const key = partitionKey(topic, partition);
+      if (!session.held.delete(key)) return;
+      const group = this.#group(session.groupId);
+      const owner = group.owners.get(key);
+      if (owner?.memberId === session.memberId) owner.memberId = null;
+      if (group.claims.get(key) === session) group.claims.delete(key);
+    },
+    leave: (session) => {
+      const wasLive = session.live;
+      session.left = true;
+      if (!wasLive) return;
+      const group = this.#group(session.groupId);
+      for (const owner of group.owners.values()) if (owner.memberId === session.memberId) owner.memberId = null;
+      group.members.delete(session.memberId);
+      this.#releaseClaims(group, session);
+      this.#groupChanged(group, session);
+    },
+  };
+
+  #releaseClaims(group: GroupState, session: InMemoryGroupSession): void {
+    for (const key of session.held) if (group.claims.get(key) === session) group.claims.delete(key);
+    session.held.clear();
+  }
+
+  #loseSession(group: GroupState, session: InMemoryGroupSession, error: unknown): void {
+    if (!session.live) return;
+    session.lost = error;
+    this.#releaseClaims(group, session);
+    queueMicrotask(() => session.events.onLost(error));
+  }
+
+  /** Tells every live session of the group (but `except`) that membership changed. */
+  #groupChanged(group: GroupState, except?: InMemoryGroupSession): void {
+    for (const m of group.members.values()) {
+      const session = m.session;
+      if (session === except) continue;
+      queueMicrotask(() => {
+        if (session.live) session.events.onGroupChange();
+      });
+    }
+  }
+
+  /**
+   * Commits offsets in a transaction of its own, all or none. With a fence, every partition must
+   * be owned by `fence.memberId` at the generation the fence names, or `IllegalGenerationError`
+   * is thrown and nothing is committed.
+   */
+  async commitOffsets(groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void> {
+    this.#assertConnected();
+    if (commits.length === 0) return;
+    await this.transaction((tx) => tx.commitOffsets(groupId, commits, fence));
+  }
+
+  #commitOffsetsIn(txn: InMemoryTransaction<DB>, groupId: string, commits: readonly OffsetCommit[], fence: CommitFence | undefined): void {
+    txn.assertNotAborted();
+    this.#assertConnected();
+    const keys = new Set<string>();
+    for (const c of commits) {
+      const key = partitionKey(c.topic, c.partition);
+      if (keys.has(key)) throw new InvalidOptionsError(`Offset commit lists ${c.topic}[${c.partition}] twice.`, { groupId });
+      keys.add(key);
+      if (typeof c.offset !== 'bigint' || c.offset < 0n) {
+        throw new InvalidOptionsError(`An offset commit needs a bigint offset ≥ 0, got ${String(c.offset)}.`, { groupId, topic: c.topic, partition: c.partition });
+      }
+    }
+    if (fence) {
+      this.#checkOffsetFence(groupId, fence, commits);
+      txn.offsetFences.push({ groupId, fence, commits: commits.map((c) => ({ topic: c.topic, partition: c.partition })) });
+    }
+    for (const c of commits) {
+      txn.offsets.set(`${groupId}\u0000${partitionKey(c.topic, c.partition)}`, {
+        groupId,
+        topic: c.topic,
+        partition: c.partition,
+        offset: c.offset,
+        metadata: c.metadata ?? null,
+      });
+    }
+  }
+
+  #checkOffsetFence(groupId: string, fence: CommitFence, commits: ReadonlyArray<{ topic: string; partition: number }>): void {
+    const group = this.#groups.get(groupId);
+    const lost = commits.filter((c) => {
+      const owner = group?.owners.get(partitionKey(c.topic, c.partition));
+      const generation = fence.generations.get(`${c.topic}/${c.partition}`) ?? -1n;
+      return owner?.memberId !== fence.memberId || owner.generation !== generation;
+    });
+    if (lost.length > 0) {
+      throw new IllegalGenerationError(
+        `Member ${fence.memberId} no longer owns ${lost.map((c) => `${c.topic}[${c.partition}]`).join(', ')} in group "${groupId}" at the generation it holds: another member claimed it. Nothing was committed.`,
+        { groupId },
+      );
+    }
+  }
+
+  /** The group's committed offsets (of `topics`, when given), sorted by topic and partition. */
+  async fetchCommittedOffsets(groupId: string, topics?: readonly string[]): Promise<CommittedOffset[]> {
+    this.#assertConnected();
+    const wanted = topics === undefined ? undefined : new Set(topics);
+    const out: CommittedOffset[] = [];
+    for (const [key, c] of this.#groups.get(groupId)?.offsets ?? []) {
+      const [topic, partition] = splitPartitionKey(key);
+      if (wanted && !wanted.has(topic)) continue;
+      out.push({ topic, partition, offset: c.offset, metadata: c.metadata, committedAt: c.committedAt });
+    }
+    return out.sort(byTopicPartition);
+  }
+
+  /** Groups with members, owners or committed offsets, sorted. */
+  async listGroups(): Promise<string[]> {
+    this.#assertConnected();
+    return [...this.#groups]
+      .filter(([, g]) => g.members.size > 0 || g.owners.size > 0 || g.offsets.size > 0)
+      .map(([id]) => id)
+      .sort();
+  }
+
+  /**
+   * The group's members (sorted by id) and, for every partition of the topics it subscribes to or
+   * has offsets or owners for: committed offset, watermarks, owner, generation, and the timestamp
+   * of the first unconsumed record. An unknown group is described as empty.
+   */
+  async describeGroup(groupId: string): Promise<GroupDescription> {
+    this.#assertConnected();
+    const group = this.#groups.get(groupId);
+    if (!group) return { groupId, members: [], partitions: [] };
+    const members = [...group.members.values()].sort((a, b) => (a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0)).map(liveMember);
+    const topics = new Set<string>();
+    for (const m of group.members.values()) for (const t of m.topics) topics.add(t);
+    for (const key of [...group.offsets.keys(), ...group.owners.keys()]) topics.add(splitPartitionKey(key)[0]);
+    const partitions: GroupPartitionState[] = [];
+    for (const name of [...topics].sort()) {
+      const topic = this.#topics.get(name);
+      if (!topic) continue;
+      for (const log of topic.partitions) {
+        const key = partitionKey(name, log.partition);
+        const committed = group.offsets.get(key)?.offset ?? null;
+        const owner = group.owners.get(key);
+        const from = committed === null || committed < 0n ? 0 : Number(committed);
+        partitions.push({
+          topic: name,
+          partition: log.partition,
+          committedOffset: committed,
+          logStartOffset: 0n,
+          logEndOffset: log.logEndOffset,
+          firstUnconsumedTimestamp: log.records[from]?.timestamp ?? null,
+          ownerMemberId: owner?.memberId ?? null,
+          generation: owner?.generation ?? null,
+        });
+      }
+    }
+    return { groupId, members, partitions };
+  }
+
+  /** Deletes groups' offsets and ownership state, all or none; a group with members throws `GroupNotEmptyError`. */
+  async deleteGroups(groupIds: readonly string[]): Promise<void> {
+    this.#assertConnected();
+    for (const groupId of groupIds) {
+      if ((this.#groups.get(groupId)?.members.size ?? 0) > 0) {
+        throw new GroupNotEmptyError(`Group "${groupId}" has live members; stop its consumers before deleting it.`, { groupId });
+      }
+    }
+    for (const groupId of groupIds) this.#groups.delete(groupId);
+  }
+
   // ---- reading -------------------------------------------------------------------------------
 
   /**
@@ -1007,6 +1535,16 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
   }
 
   #notify(logs: readonly PartitionLog[]): void {
+    for (const group of this.#groups.values()) {
+      for (const { session } of group.members.values()) {
+        for (const log of logs) {
+          if (!session.topics.has(log.topic)) continue;
+          queueMicrotask(() => {
+            if (session.live) session.events.onAppend(log.topic, log.partition);
+          });
+        }
+      }
+    }
     for (const watcher of this.#watchers) {
       for (const log of logs) {
         if (!watcher.topics.has(log.topic)) continue;
@@ -1017,6 +1555,21 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
       }
     }
   }
+}
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+function splitPartitionKey(key: string): [string, number] {
+  const at = key.lastIndexOf('\u0000');
+  return [key.slice(0, at), Number(key.slice(at + 1))];
+}
+
+function byTopicPartition(a: { topic: string; partition: number }, b: { topic: string; partition: number }): number {
+  return a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition;
+}
+
+function liveMember(m: MemberState): LiveMember {
+  return { memberId: m.memberId, clientId: m.clientId, clientHost: m.clientHost, topics: m.topics, joinedAt: m.joinedAt, heartbeatAt: m.heartbeatAt };
 }
 
 // ---- records ---------------------------------------------------------------------------------

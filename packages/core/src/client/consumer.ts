@@ -227,6 +227,7 @@ export interface InstrumentationEvent<P = Record<string, unknown>> {
 }
 
 const key = (topic: string, partition: number) => `${topic}/${partition}`;
+const LIVENESS_CHECK_MS = 500;
 const DLQ_PREFIX = 'annals-dlq-';
 
 interface Subscription {
@@ -325,6 +326,13 @@ export class Consumer<TDb = unknown> {
   /** This member's id while it is in the group. */
   get memberId(): string | undefined {
     return this.#session?.memberId;
+  }
+
+  /** The partitions this member owns now, sorted. */
+  assignment(): TopicPartition[] {
+    return [...this.#owned.values()]
+      .map((s) => ({ topic: s.topic, partition: s.partition }))
+      .sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition));
   }
 
   /** Listens to an instrumentation event; returns a function that removes the listener. */
@@ -545,7 +553,8 @@ export class Consumer<TDb = unknown> {
 
   /** One membership: join, keep the assignment, leave. Throws when the session is lost. */
   async #memberLifetime(onJoined: () => void): Promise<void> {
-    const counts = await this.#topicPartitions();
+    let counts = await this.#topicPartitions();
+    let countsAt = Date.now();
     let lost: unknown;
     const session = await this.#ctx.storage.joinGroup(
       this.groupId,
@@ -571,16 +580,24 @@ export class Consumer<TDb = unknown> {
     let pending = false;
     try {
       while (!this.#stopping && lost === undefined && this.#crash === undefined) {
-        const due = Date.now() - lastBeat >= this.#options.heartbeatInterval;
+        const due = Date.now() - lastBeat >= Math.min(this.#options.heartbeatInterval, LIVENESS_CHECK_MS);
         if (due || this.#groupChanged || pending) {
           this.#groupChanged = false;
           const members = await session.heartbeat();
           lastBeat = Date.now();
           this.#emit(ConsumerEvents.HEARTBEAT, { groupId: this.groupId, memberId: session.memberId });
-          const topicCounts = due ? await this.#topicPartitions() : counts;
+          // Partition counts can grow (createPartitions): re-read them once per heartbeatInterval.
+          if (Date.now() - countsAt >= this.#options.heartbeatInterval) {
+            counts = await this.#topicPartitions();
+            countsAt = Date.now();
+          }
+          const topicCounts = counts;
           pending = await this.#rebalance(session, members, topicCounts);
         }
-        const wait = pending ? 100 : Math.max(1, this.#options.heartbeatInterval - (Date.now() - lastBeat));
+        // Heartbeats also notice members whose session died (a killed process frees its locks at
+        // once), so they run at least every LIVENESS_CHECK_MS for a prompt takeover.
+        const interval = Math.min(this.#options.heartbeatInterval, LIVENESS_CHECK_MS);
+        const wait = pending ? 100 : Math.max(1, interval - (Date.now() - lastBeat));
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, wait);
           this.#coordinatorWake = () => {
