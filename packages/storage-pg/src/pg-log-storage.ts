@@ -358,6 +358,19 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     return rows.map((r) => ({ partition: r.partition, low: toBigInt(r.low), high: toBigInt(r.high) }));
   }
 
+  async deleteRecords(
+    topic: string,
+    partitions: ReadonlyArray<{ partition: number; offset: bigint }>,
+  ): Promise<Array<{ partition: number; lowWatermark: bigint }>> {
+    const { rows } = await this.#query<{ partition: number; low: string }>(plans.deleteRecordsStatement(this.#tables, topic, partitions));
+    if (rows.length !== new Set(partitions.map((p) => p.partition)).size) {
+      throw new UnknownTopicOrPartitionError(`Topic "${topic}" or one of the partitions ${partitions.map((p) => p.partition).join(', ')} does not exist.`, {
+        topic,
+      });
+    }
+    return rows.map((r) => ({ partition: r.partition, lowWatermark: toBigInt(r.low) }));
+  }
+
   async fetchOffsetsByTimestamp(topic: string, timestamp: number): Promise<Array<{ partition: number; offset: bigint }>> {
     const { rows } = await this.#query<{ partition: number; offset: string }>(
       plans.offsetsByTimestampStatement(this.#tables, topic, new Date(timestamp)),

@@ -260,3 +260,21 @@ FROM ${t.partitions} p WHERE p.topic = $1 ORDER BY p.partition`,
     values: [topic, timestamp],
   };
 }
+
+/** Advances log start offsets (clamped to [current start, log end]) and deletes the records below. */
+export function deleteRecordsStatement(t: Tables, topic: string, partitions: ReadonlyArray<{ partition: number; offset: bigint }>): Statement {
+  return {
+    text: `WITH req AS (SELECT * FROM unnest($2::int[], $3::bigint[]) AS r(partition, "offset")),
+moved AS (
+  UPDATE ${t.partitions} p
+  SET log_start_offset = greatest(p.log_start_offset, CASE WHEN req."offset" < 0 THEN p.next_offset ELSE least(req."offset", p.next_offset) END)
+  FROM req WHERE p.topic = $1 AND p.partition = req.partition
+  RETURNING p.partition, p.log_start_offset
+), gone AS (
+  DELETE FROM ${t.records} r USING moved m
+  WHERE r.topic = $1 AND r.partition = m.partition AND r."offset" < m.log_start_offset
+)
+SELECT partition, log_start_offset::text AS low FROM moved ORDER BY partition`,
+    values: [topic, partitions.map((p) => p.partition), partitions.map((p) => p.offset.toString())],
+  };
+}

@@ -399,6 +399,28 @@ export class Admin {
     return marks.map((m) => ({ partition: m.partition, offset: m.high.toString(), high: m.high.toString(), low: m.low.toString() }));
   }
 
+  /**
+   * Deletes records below an offset per partition by moving the log start offset (KafkaJS's
+   * `deleteRecords`; `offset: '-1'` means up to the log end). Consumers below it reset by policy.
+   */
+  async deleteRecords(options: {
+    readonly topic: string;
+    readonly partitions: ReadonlyArray<{ partition: number; offset: string }>;
+  }): Promise<Array<{ partition: number; lowWatermark: string }>> {
+    const parsed = options.partitions.map((p) => {
+      let offset: bigint;
+      try {
+        offset = BigInt(p.offset);
+      } catch {
+        throw new InvalidOptionsError(`deleteRecords: offset ${JSON.stringify(p.offset)} of partition ${p.partition} is not an integer.`);
+      }
+      if (offset < -1n) throw new InvalidOptionsError('deleteRecords: offset must be ≥ 0, or -1 for the log end.');
+      return { partition: p.partition, offset };
+    });
+    const result = await this.#run(() => this.#ctx.storage.deleteRecords(options.topic, parsed));
+    return result.map((r) => ({ partition: r.partition, lowWatermark: r.lowWatermark.toString() }));
+  }
+
   /** Per partition, the first offset whose timestamp is at or after `timestamp` (ms), else the high watermark. */
   async fetchTopicOffsetsByTimestamp(topic: string, timestamp?: number): Promise<Array<{ partition: number; offset: string }>> {
     const at = timestamp ?? Date.now();

@@ -172,6 +172,11 @@ export interface LogStorage<TDb = unknown> extends GroupStorage {
   /** Atomically replaces a topic's config with `update(current)`. */
   alterTopicConfig(topic: string, update: (current: TopicConfig) => TopicConfig): Promise<TopicConfig>;
   fetchWatermarks(topic: string): Promise<PartitionWatermarks[]>;
+  /**
+   * Moves partitions' log start offsets forward (never back, never past the log end) and removes
+   * the records below them. `offset: -1n` means the log end. Returns the new log start offsets.
+   */
+  deleteRecords(topic: string, partitions: ReadonlyArray<{ partition: number; offset: bigint }>): Promise<Array<{ partition: number; lowWatermark: bigint }>>;
   /** Per partition, the first offset whose timestamp is ≥ `timestamp`, or the high watermark. */
   fetchOffsetsByTimestamp(topic: string, timestamp: number): Promise<Array<{ partition: number; offset: bigint }>>;
 
