@@ -149,6 +149,31 @@ describe('group membership across processes', () => {
   }, 60_000);
 });
 
+describe('hung members', () => {
+  it('a member that stops heartbeating (SIGSTOP) loses its partitions after sessionTimeout, then rejoins when it wakes', async () => {
+    const annals = freshAnnals();
+    await annals.admin().createTopics({ topics: [{ topic: 'hung', numPartitions: 2 }] });
+    const schema = (annals.storage as PgLogStorage).schema;
+    const sampler = await lockSampler(schema, 'gh', 'hung', 2);
+    try {
+      const pair = [0, 1].map(() => spawnMember(schema, 'gh', 'hung', { sessionTimeout: 1_500, heartbeat: 200 }));
+      await waitFor('1 partition each', () => pair.every((m) => m.assignment.length === 1));
+      const [sleeper, survivor] = pair as [Member, Member];
+      const stoppedAt = Date.now();
+      sleeper.child.kill('SIGSTOP');
+      await waitFor('the survivor owns both', () => survivor.assignment.length === 2, 10_000);
+      const takeover = Date.now() - stoppedAt;
+      expect(takeover).toBeGreaterThanOrEqual(1_400);
+      expect(takeover).toBeLessThan(1_500 + 2_000);
+      sleeper.child.kill('SIGCONT');
+      await waitFor('the sleeper rejoins and the partitions are shared again', () => pair.every((m) => m.assignment.length === 1), 15_000);
+    } finally {
+      await sampler.stop();
+    }
+    expect(sampler.violations).toEqual([]);
+  }, 60_000);
+});
+
 describe('fencing', () => {
   it("a member whose session was terminated mid-batch cannot commit: its transaction rolls back, the new owner's wins", async () => {
     const setup = freshAnnals();

@@ -23,7 +23,9 @@
 import {
   DEFAULT_TOPIC_CONFIG,
   type AppendRecord,
+  type GroupSessionEvents,
   type LogStorage,
+  type MemberMetadata,
   type PartitionAppend,
   type StoredRecord,
   type TopicConfig,
@@ -172,6 +174,60 @@ export function describeLogStorageConformance(
         const [r] = await storage.append([{ topic: 'doomed', partition: 1, records: [rec('again')] }]);
         expect(r!.baseOffset).toBe(0n);
         expect(await values('doomed', 1)).toEqual(['again']);
+      });
+
+      it('deleteRecords moves log start offsets forward (never back, never past the end; -1 = the end) and removes the records below', async () => {
+        await storage.createTopics([spec('trim', 3)]);
+        await storage.append([
+          { topic: 'trim', partition: 0, records: [1000, 2000, 3000, 4000, 5000].map((t) => rec(`r${t}`, { timestamp: t })) },
+          { topic: 'trim', partition: 1, records: [rec('a'), rec('b')] },
+        ]);
+        const moved = await storage.deleteRecords('trim', [
+          { partition: 2, offset: 10n },
+          { partition: 0, offset: 3n },
+          { partition: 1, offset: -1n },
+        ]);
+        expect(moved).toEqual([
+          { partition: 0, lowWatermark: 3n },
+          { partition: 1, lowWatermark: 2n },
+          { partition: 2, lowWatermark: 0n },
+        ]);
+        expect(await storage.fetchWatermarks('trim')).toEqual([
+          { partition: 0, low: 3n, high: 5n },
+          { partition: 1, low: 2n, high: 2n },
+          { partition: 2, low: 0n, high: 0n },
+        ]);
+        const p0 = await storage.fetch('trim', 0, 0n, { maxRecords: 100, maxBytes: 1 << 20 });
+        expect(p0.records.map((r) => [r.offset, text(r.value)])).toEqual([
+          [3n, 'r4000'],
+          [4n, 'r5000'],
+        ]);
+        expect(p0.logStartOffset).toBe(3n);
+        const p1 = await storage.fetch('trim', 1, 0n, { maxRecords: 100, maxBytes: 1 << 20 });
+        expect([p1.records, p1.logStartOffset, p1.highWatermark]).toEqual([[], 2n, 2n]);
+        expect((await storage.fetchOffsetsByTimestamp('trim', 0)).map((x) => x.offset)).toEqual([3n, 2n, 0n]);
+        expect(await storage.deleteRecords('trim', [{ partition: 0, offset: 1n }])).toEqual([{ partition: 0, lowWatermark: 3n }]);
+        const [next] = await storage.append([{ topic: 'trim', partition: 0, records: [rec('next')] }]);
+        expect(next!.baseOffset).toBe(5n);
+        expect(await values('trim', 0)).toEqual(['r4000', 'r5000', 'next']);
+      });
+
+      it('deleteRecords with an unknown topic or partition throws UnknownTopicOrPartitionError and deletes nothing', async () => {
+        await storage.createTopics([spec('trim-safe', 2)]);
+        await storage.append([{ topic: 'trim-safe', partition: 0, records: [rec('a'), rec('b')] }]);
+        await expectRejects(storage.deleteRecords('nowhere', [{ partition: 0, offset: 1n }]), 'UnknownTopicOrPartitionError');
+        await expectRejects(
+          storage.deleteRecords('trim-safe', [
+            { partition: 0, offset: 2n },
+            { partition: 5, offset: 1n },
+          ]),
+          'UnknownTopicOrPartitionError',
+        );
+        expect(await storage.fetchWatermarks('trim-safe')).toEqual([
+          { partition: 0, low: 0n, high: 2n },
+          { partition: 1, low: 0n, high: 0n },
+        ]);
+        expect(await values('trim-safe', 0)).toEqual(['a', 'b']);
       });
 
       it('createPartitions only increases the count (InvalidPartitionsError otherwise) and keeps existing records', async () => {
@@ -775,6 +831,250 @@ export function describeLogStorageConformance(
       });
     });
 
+    // ---- deferred transactions ---------------------------------------------------------------
+
+    describe('deferred transactions', () => {
+      it('begins on first use; commit and rollback end it (commit twice: InvalidTransactionStateError; rollback: idempotent)', async () => {
+        await storage.createTopics([spec('deferred')]);
+        const unused = storage.deferredTransaction();
+        expect(unused.begun).toBe(false);
+        await unused.commit();
+        await expectRejects(unused.commit(), 'InvalidTransactionStateError');
+        await unused.rollback();
+
+        const tx = storage.deferredTransaction();
+        expect(await tx.append([])).toEqual([]);
+        const [r] = await tx.append([{ topic: 'deferred', partition: 0, records: [rec('kept')] }]);
+        expect(tx.begun).toBe(true);
+        expect(r!.baseOffset).toBe(0n);
+        expect(await highs('deferred')).toEqual([0n]);
+        await tx.commit();
+        expect(await values('deferred', 0)).toEqual(['kept']);
+
+        const dropped = storage.deferredTransaction();
+        await dropped.append([{ topic: 'deferred', partition: 0, records: [rec('dropped')] }]);
+        await dropped.rollback();
+        await dropped.rollback();
+        await expectRejects(dropped.append([{ topic: 'deferred', partition: 0, records: [rec('late')] }]), 'InvalidTransactionStateError');
+        const [next] = await storage.append([{ topic: 'deferred', partition: 0, records: [rec('next')] }]);
+        expect(next!.baseOffset).toBe(1n);
+        expect(await values('deferred', 0)).toEqual(['kept', 'next']);
+      });
+
+      it('a savepoint rolls back only its own appends, takes no offsets, and frees the partitions it locked', async () => {
+        await storage.createTopics([spec('savepoints', 2)]);
+        const tx = storage.deferredTransaction();
+        try {
+          await tx.append([{ topic: 'savepoints', partition: 0, records: [rec('before')] }]);
+          await expect(
+            tx.savepoint(async () => {
+              await tx.append([
+                { topic: 'savepoints', partition: 0, records: [rec('dropped-0')] },
+                { topic: 'savepoints', partition: 1, records: [rec('dropped-1')] },
+              ]);
+              throw new Error('one record failed');
+            }),
+          ).rejects.toThrow('one record failed');
+          // Partition 1 was locked only inside the savepoint: an append to it does not wait for tx.
+          const [free] = await withTimeout(storage.append([{ topic: 'savepoints', partition: 1, records: [rec('free')] }]), 5000, 'an append to a partition freed by the savepoint');
+          expect(free!.baseOffset).toBe(0n);
+          expect(
+            await tx.savepoint(async () => {
+              const [r] = await tx.append([{ topic: 'savepoints', partition: 0, records: [rec('after')] }]);
+              expect(r!.baseOffset).toBe(1n);
+              return 'value';
+            }),
+          ).toBe('value');
+          await tx.commit();
+        } finally {
+          await tx.rollback();
+        }
+        expect(await values('savepoints', 0)).toEqual(['before', 'after']);
+        expect(await values('savepoints', 1)).toEqual(['free']);
+      });
+    });
+
+    // ---- consumer groups ---------------------------------------------------------------------
+
+    describe('consumer groups', () => {
+      const quiet = (over: Partial<GroupSessionEvents> = {}): GroupSessionEvents => ({ onGroupChange() {}, onAppend() {}, onLost() {}, ...over });
+      const member = (clientId: string, topics: string[], sessionTimeoutMs = 30_000): MemberMetadata => ({ clientId, clientHost: 'conformance', topics, sessionTimeoutMs });
+      const committed = async (groupId: string) =>
+        (await storage.fetchCommittedOffsets(groupId)).map((c) => [c.topic, c.partition, c.offset, c.metadata] as const);
+
+      it('commitOffsets and fetchCommittedOffsets round-trip, sorted by topic and partition; a later commit replaces an earlier one', async () => {
+        const before = Date.now();
+        await storage.commitOffsets('offsets', [
+          { topic: 'zeta', partition: 0, offset: 5n, metadata: 'meta' },
+          { topic: 'alpha', partition: 1, offset: 3n },
+          { topic: 'alpha', partition: 0, offset: 0n },
+        ]);
+        expect(await committed('offsets')).toEqual([
+          ['alpha', 0, 0n, null],
+          ['alpha', 1, 3n, null],
+          ['zeta', 0, 5n, 'meta'],
+        ]);
+        const [first] = await storage.fetchCommittedOffsets('offsets');
+        expect(Math.abs(first!.committedAt - before)).toBeLessThan(5 * 60_000);
+        await storage.commitOffsets('offsets', [{ topic: 'alpha', partition: 1, offset: 7n, metadata: 'm2' }]);
+        expect((await storage.fetchCommittedOffsets('offsets', ['alpha'])).map((c) => [c.topic, c.partition, c.offset, c.metadata])).toEqual([
+          ['alpha', 0, 0n, null],
+          ['alpha', 1, 7n, 'm2'],
+        ]);
+        expect(await storage.fetchCommittedOffsets('no-such-group')).toEqual([]);
+        expect(await storage.listGroups()).toEqual(['offsets']);
+        await storage.commitOffsets('offsets', []);
+      });
+
+      it('offsets committed in a transaction commit with its appends, or not at all', async () => {
+        await storage.createTopics([spec('out')]);
+        await expect(
+          storage.transaction(async (tx) => {
+            await tx.append([{ topic: 'out', partition: 0, records: [rec('lost')] }]);
+            await tx.commitOffsets('tx-group', [{ topic: 'in', partition: 0, offset: 1n }]);
+            throw new Error('abort');
+          }),
+        ).rejects.toThrow('abort');
+        expect(await committed('tx-group')).toEqual([]);
+        await storage.transaction(async (tx) => {
+          await tx.append([{ topic: 'out', partition: 0, records: [rec('kept')] }]);
+          await tx.commitOffsets('tx-group', [{ topic: 'in', partition: 0, offset: 2n }]);
+        });
+        expect(await committed('tx-group')).toEqual([['in', 0, 2n, null]]);
+        expect(await values('out', 0)).toEqual(['kept']);
+      });
+
+      it('one owner per partition: a claim bumps the generation, and commits are fenced to the owner at its generation, all or none', async () => {
+        await storage.createTopics([spec('claimed', 2), spec('effects')]);
+        const a = await storage.joinGroup('owners', member('a', ['claimed']), quiet());
+        const b = await storage.joinGroup('owners', member('b', ['claimed']), quiet());
+        try {
+          expect(a.groupId).toBe('owners');
+          expect(a.memberId).not.toBe(b.memberId);
+          expect(await a.claim('claimed', 0)).toEqual({ acquired: true, generation: 1n, committedOffset: null });
+          expect(await b.claim('claimed', 0)).toEqual({ acquired: false });
+          const fenceA = { memberId: a.memberId, generations: new Map([['claimed/0', 1n]]) };
+          await storage.commitOffsets('owners', [{ topic: 'claimed', partition: 0, offset: 10n }], fenceA);
+          await expectRejects(
+            storage.commitOffsets('owners', [{ topic: 'claimed', partition: 0, offset: 11n }], { memberId: a.memberId, generations: new Map([['claimed/0', 7n]]) }),
+            'IllegalGenerationError',
+          );
+
+          await a.release('claimed', 0);
+          expect(await b.claim('claimed', 0)).toEqual({ acquired: true, generation: 2n, committedOffset: 10n });
+          expect(await a.claim('claimed', 1)).toEqual({ acquired: true, generation: 1n, committedOffset: null });
+          // A's commit for partition 0 is fenced now; with partition 1 (still A's) in the same commit, nothing commits.
+          const fenceA2 = { memberId: a.memberId, generations: new Map([['claimed/0', 1n], ['claimed/1', 1n]]) };
+          await expectRejects(
+            storage.commitOffsets('owners', [{ topic: 'claimed', partition: 1, offset: 4n }, { topic: 'claimed', partition: 0, offset: 99n }], fenceA2),
+            'IllegalGenerationError',
+          );
+          expect(await committed('owners')).toEqual([['claimed', 0, 10n, null]]);
+          // A fenced commit in a transaction rolls back the transaction's appends with it.
+          await expectRejects(
+            storage.transaction(async (tx) => {
+              await tx.append([{ topic: 'effects', partition: 0, records: [rec('zombie effect')] }]);
+              await tx.commitOffsets('owners', [{ topic: 'claimed', partition: 0, offset: 12n }], fenceA);
+            }),
+            'IllegalGenerationError',
+          );
+          expect(await highs('effects')).toEqual([0n]);
+          const fenceB = { memberId: b.memberId, generations: new Map([['claimed/0', 2n]]) };
+          await storage.transaction(async (tx) => {
+            await tx.append([{ topic: 'effects', partition: 0, records: [rec('effect')] }]);
+            await tx.commitOffsets('owners', [{ topic: 'claimed', partition: 0, offset: 12n }], fenceB);
+          });
+          expect(await values('effects', 0)).toEqual(['effect']);
+          expect(await committed('owners')).toEqual([['claimed', 0, 12n, null]]);
+        } finally {
+          await a.leave();
+          await b.leave();
+        }
+      });
+
+      it('heartbeat lists the members; a member silent past its session timeout is expired: partitions freed, session lost, heartbeat refused', async () => {
+        await storage.createTopics([spec('beats')]);
+        let lost: unknown;
+        let changes = 0;
+        const a = await storage.joinGroup('beats', member('a', ['beats'], 300), quiet({ onLost: (e) => (lost = e) }));
+        const b = await storage.joinGroup('beats', member('b', ['beats']), quiet({ onGroupChange: () => changes++ }));
+        try {
+          const members = await b.heartbeat();
+          expect(members.map((m) => m.memberId)).toEqual([a.memberId, b.memberId].sort());
+          expect(members.find((m) => m.memberId === b.memberId)).toMatchObject({ clientId: 'b', clientHost: 'conformance', topics: ['beats'] });
+          expect((await a.claim('beats', 0)).acquired).toBe(true);
+          await sleep(700);
+          expect((await b.heartbeat()).map((m) => m.memberId)).toEqual([b.memberId]);
+          await eventually(() => lost !== undefined, 'onLost of the expired member');
+          await eventually(() => changes > 0, 'onGroupChange after the expiry');
+          await expectRejects(a.heartbeat(), 'IllegalGenerationError');
+          let claim = await b.claim('beats', 0);
+          for (let i = 0; !claim.acquired && i < 100; i++) {
+            await sleep(20);
+            claim = await b.claim('beats', 0);
+          }
+          expect(claim).toMatchObject({ acquired: true, generation: 2n });
+        } finally {
+          await a.leave();
+          await b.leave();
+        }
+      });
+
+      it('members join and leave (others are told), describeGroup shows members and partitions, and a group with members cannot be deleted', async () => {
+        await storage.createTopics([spec('described', 2)]);
+        await storage.append([{ topic: 'described', partition: 0, records: [1000, 2000, 3000].map((t) => rec(`r${t}`, { timestamp: t })) }]);
+        const told: string[] = [];
+        const a = await storage.joinGroup('described-group', member('alpha', ['described']), quiet({ onGroupChange: () => told.push('alpha') }));
+        const b = await storage.joinGroup('described-group', member('beta', ['described']), quiet({ onGroupChange: () => told.push('beta') }));
+        try {
+          await eventually(() => told.includes('alpha'), 'alpha told that beta joined');
+          await a.claim('described', 0);
+          await storage.commitOffsets('described-group', [{ topic: 'described', partition: 0, offset: 1n }], {
+            memberId: a.memberId,
+            generations: new Map([['described/0', 1n]]),
+          });
+          const described = await storage.describeGroup('described-group');
+          expect(described.groupId).toBe('described-group');
+          expect(described.members.map((m) => m.memberId)).toEqual([a.memberId, b.memberId].sort());
+          expect(described.members.map((m) => m.clientId).sort()).toEqual(['alpha', 'beta']);
+          expect(described.partitions).toEqual([
+            { topic: 'described', partition: 0, committedOffset: 1n, logStartOffset: 0n, logEndOffset: 3n, firstUnconsumedTimestamp: 2000, ownerMemberId: a.memberId, generation: 1n },
+            { topic: 'described', partition: 1, committedOffset: null, logStartOffset: 0n, logEndOffset: 0n, firstUnconsumedTimestamp: null, ownerMemberId: null, generation: null },
+          ]);
+          await expectRejects(storage.deleteGroups(['described-group']), 'GroupNotEmptyError');
+          expect(await storage.listGroups()).toEqual(['described-group']);
+
+          await a.leave();
+          await a.leave();
+          await eventually(() => told.includes('beta'), 'beta told that alpha left');
+          const after = await storage.describeGroup('described-group');
+          expect(after.members.map((m) => m.memberId)).toEqual([b.memberId]);
+          expect(after.partitions[0]!.ownerMemberId).toBeNull();
+          await b.leave();
+          await storage.deleteGroups(['described-group']);
+          expect(await storage.listGroups()).toEqual([]);
+          expect(await storage.fetchCommittedOffsets('described-group')).toEqual([]);
+        } finally {
+          await a.leave();
+          await b.leave();
+        }
+      });
+
+      it('a group session is woken for appends to its topics only', async () => {
+        await storage.createTopics([spec('wake-a', 2), spec('wake-b')]);
+        const appends: Array<[string, number]> = [];
+        const session = await storage.joinGroup('wakers', member('w', ['wake-a']), quiet({ onAppend: (t, p) => appends.push([t, p]) }));
+        try {
+          await storage.append([{ topic: 'wake-b', partition: 0, records: [rec('x')] }]);
+          await storage.append([{ topic: 'wake-a', partition: 1, records: [rec('y')] }]);
+          await eventually(() => appends.some(([t, p]) => t === 'wake-a' && p === 1), 'onAppend for wake-a[1]');
+          expect(appends.filter(([t]) => t !== 'wake-a')).toEqual([]);
+        } finally {
+          await session.leave();
+        }
+      });
+    });
+
     // ---- properties --------------------------------------------------------------------------
 
     describe('properties', () => {
@@ -950,6 +1250,20 @@ function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void; reje
     reject = rej;
   });
   return { promise, resolve, reject };
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Timed out after ${ms} ms waiting for ${what}.`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function eventually(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {

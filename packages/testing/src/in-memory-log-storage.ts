@@ -28,11 +28,20 @@
  * - Fencing: Postgres makes `initProducer` wait for a transaction that checked the fence (a share
  *   lock); here `initProducer` never waits and the fence is checked again at commit, so a zombie
  *   transaction that was fenced while open never commits.
+ * - Deferred transactions begin on first use; a savepoint captures the stage and, when its
+ *   callback throws, restores it and frees the partitions locked since (as Postgres' ROLLBACK TO
+ *   SAVEPOINT releases the row locks taken after it).
+ * - Consumer groups: a member owns a partition while its session holds the claim (Postgres: a
+ *   session advisory lock); each claim bumps the partition's generation. A fenced offset commit
+ *   checks member and generation when it is made and again at commit, so a member that lost a
+ *   partition never commits an offset for it — and the appends and `tx.db` writes of its
+ *   transaction roll back with it. Heartbeats expire silent members by the store clock, and an
+ *   expired member's session is lost at once (its claims freed, `onLost` called).
  * - Byte arrays are copied in and out: a caller mutating its buffer after `append`, or a record it
  *   fetched, never changes the log. `tx.db` rows are copied with `structuredClone` likewise.
  *
  * `acks` is accepted and ignored (memory has no durability levels). There is no retention or
- * compaction: the log start offset is always 0.
+ * compaction; only `deleteRecords` moves a partition's log start offset.
  */
 import { randomUUID } from 'node:crypto';
 import {
@@ -94,7 +103,7 @@ import {
  * const storage = new InMemoryLogStorage<Tables>();
  * ```
  */
-export type TableSchema = Record<string, unknown>;
+export type TableSchema = object;
 
 /** The default {@link TableSchema}: any table name, rows typed `any` (convenient in tests). */
 export type UntypedTables = Record<string, any>;
@@ -380,13 +389,25 @@ interface LogRecord {
 }
 
 class PartitionLog {
+  /** The log start offset: `records[0]` has this offset. */
+  start = 0;
   readonly records: LogRecord[] = [];
   constructor(
     readonly topic: string,
     readonly partition: number,
   ) {}
+  get logStartOffset(): bigint {
+    return BigInt(this.start);
+  }
   get logEndOffset(): bigint {
-    return BigInt(this.records.length);
+    return BigInt(this.start + this.records.length);
+  }
+  /** The first record at or after `offset` whose timestamp is ≥ `timestamp`, as an offset; else the log end. */
+  offsetForTimestamp(timestamp: number, from = this.start): bigint {
+    for (let i = Math.max(0, from - this.start); i < this.records.length; i++) {
+      if (this.records[i]!.timestamp >= timestamp) return BigInt(this.start + i);
+    }
+    return this.logEndOffset;
   }
 }
 
@@ -671,6 +692,9 @@ class InMemoryTransaction<DB extends TableSchema> implements DeferredTransaction
 
   #begin(): void {
     this.assertNotAborted();
+    if (this.#state === 'committed' || this.#state === 'rolled back') {
+      throw new InvalidTransactionStateError(`This transaction has ${this.#state === 'committed' ? 'committed' : 'rolled back'}; its handle cannot be used any more.`);
+    }
     if (this.#begun) return;
     this.#engine.assertConnected();
     this.#begun = true;
@@ -859,6 +883,7 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     this.#options = resolveOptions(input);
   }
 
+  /** What {@link InMemoryLogStorageInput.description} says (`'in-memory'` by default). */
   get description(): string {
     return this.#options.description;
   }
@@ -1003,19 +1028,39 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     return next;
   }
 
-  /** Per partition, the log start offset (always 0 here) and the log end offset. */
+  /** Per partition, the log start offset and the log end offset. */
   async fetchWatermarks(topic: string): Promise<PartitionWatermarks[]> {
     this.#assertConnected();
-    return this.#topic(topic).partitions.map((log) => ({ partition: log.partition, low: 0n, high: log.logEndOffset }));
+    return this.#topic(topic).partitions.map((log) => ({ partition: log.partition, low: log.logStartOffset, high: log.logEndOffset }));
   }
 
   /** Per partition, the first offset whose timestamp is ≥ `timestamp`, or the log end offset. */
   async fetchOffsetsByTimestamp(topic: string, timestamp: number): Promise<Array<{ partition: number; offset: bigint }>> {
     this.#assertConnected();
-    return this.#topic(topic).partitions.map((log) => {
-      const i = log.records.findIndex((r) => r.timestamp >= timestamp);
-      return { partition: log.partition, offset: i < 0 ? log.logEndOffset : BigInt(i) };
+    return this.#topic(topic).partitions.map((log) => ({ partition: log.partition, offset: log.offsetForTimestamp(timestamp) }));
+  }
+
+  /**
+   * Moves partitions' log start offsets forward — never back, never past the log end; `-1n`
+   * means the log end — and removes the records below them. All or none: an unknown topic or
+   * partition throws `UnknownTopicOrPartitionError` and deletes nothing. Returns the new log start
+   * offsets, by partition.
+   */
+  async deleteRecords(
+    topic: string,
+    partitions: ReadonlyArray<{ partition: number; offset: bigint }>,
+  ): Promise<Array<{ partition: number; lowWatermark: bigint }>> {
+    this.#assertConnected();
+    const logs = partitions.map((p) => this.#partition(topic, p.partition));
+    partitions.forEach((p, i) => {
+      const log = logs[i]!;
+      const end = log.start + log.records.length;
+      const target = p.offset < 0n ? end : p.offset > BigInt(end) ? end : Number(p.offset);
+      if (target <= log.start) return;
+      log.records.splice(0, target - log.start);
+      log.start = target;
     });
+    return [...new Set(logs)].sort((a, b) => a.partition - b.partition).map((log) => ({ partition: log.partition, lowWatermark: log.logStartOffset }));
   }
 
   // ---- producing -----------------------------------------------------------------------------
@@ -1456,14 +1501,14 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
         const key = partitionKey(name, log.partition);
         const committed = group.offsets.get(key)?.offset ?? null;
         const owner = group.owners.get(key);
-        const from = committed === null || committed < 0n ? 0 : Number(committed);
+        const from = committed === null || committed < log.logStartOffset ? log.start : Number(committed);
         partitions.push({
           topic: name,
           partition: log.partition,
           committedOffset: committed,
-          logStartOffset: 0n,
+          logStartOffset: log.logStartOffset,
           logEndOffset: log.logEndOffset,
-          firstUnconsumedTimestamp: log.records[from]?.timestamp ?? null,
+          firstUnconsumedTimestamp: log.records[from - log.start]?.timestamp ?? null,
           ownerMemberId: owner?.memberId ?? null,
           generation: owner?.generation ?? null,
         });
@@ -1495,7 +1540,8 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     this.#assertConnected();
     const log = this.#partition(topic, partition);
     const end = log.records.length;
-    let i = offset <= 0n ? 0 : offset >= BigInt(end) ? end : Number(offset);
+    // An offset below the log start reads from the log start (as Postgres' `offset >= $n` does).
+    let i = offset <= log.logStartOffset ? 0 : offset >= log.logEndOffset ? end : Number(offset) - log.start;
     const records: StoredRecord[] = [];
     let bytes = 0;
     for (; i < end && records.length < limits.maxRecords; i++) {
@@ -1505,14 +1551,14 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
       records.push({
         topic,
         partition,
-        offset: BigInt(i),
+        offset: BigInt(log.start + i),
         timestamp: r.timestamp,
         key: copyBytes(r.key),
         value: copyBytes(r.value),
         headers: copyHeaders(r.headers),
       });
     }
-    return { records, highWatermark: BigInt(end), logStartOffset: 0n };
+    return { records, highWatermark: log.logEndOffset, logStartOffset: log.logStartOffset };
   }
 
   /**

@@ -6,7 +6,7 @@
 import { DEFAULT_TOPIC_CONFIG, type AppendRecord, type TopicSpec } from '@annals/core';
 import { describe, expect, it } from 'vitest';
 import { describeLogStorageConformance } from './conformance.js';
-import { InMemoryDatabase, InMemoryLogStorage } from './in-memory-log-storage.js';
+import { InMemoryDatabase, InMemoryLogStorage, type TableSchema, type UntypedTables } from './in-memory-log-storage.js';
 
 describeLogStorageConformance('InMemoryLogStorage', async () => ({ storage: new InMemoryLogStorage() }), { propertyRuns: 200 });
 
@@ -18,7 +18,7 @@ const rec = (value: string | null, timestamp: number | null = null): AppendRecor
 });
 const spec = (name: string, partitions = 1): TopicSpec => ({ name, partitions, config: DEFAULT_TOPIC_CONFIG });
 
-async function connected<DB extends Record<string, unknown> = Record<string, any>>(
+async function connected<DB extends TableSchema = UntypedTables>(
   input: ConstructorParameters<typeof InMemoryLogStorage<DB>>[0] = {},
 ): Promise<InMemoryLogStorage<DB>> {
   const storage = new InMemoryLogStorage<DB>(input);

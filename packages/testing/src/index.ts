@@ -6,3 +6,7 @@
 export { FaultProxy } from './fault-proxy.js';
 export type { FaultProxyOptions } from './fault-proxy.js';
 export * from './harness.js';
+export { InMemoryDatabase, InMemoryLogStorage } from './in-memory-log-storage.js';
+export type { InMemoryLogStorageInput, InMemoryTable, InMemoryTables, TableSchema, UntypedTables } from './in-memory-log-storage.js';
+export { describeLogStorageConformance } from './conformance.js';
+export type { ConformanceOptions, ConformanceStore } from './conformance.js';

@@ -55,6 +55,8 @@ export interface TransactionOptions {
  */
 export class Annals<TDb = unknown> {
   readonly #ctx: ClientContext<TDb>;
+  readonly #consumers = new Set<Consumer<TDb>>();
+  readonly #readers = new Set<PartitionReader>();
   #connecting: Promise<void> | undefined;
 
   constructor(input: AnnalsInput<TDb>) {
@@ -101,8 +103,13 @@ export class Annals<TDb = unknown> {
     return this.#connecting;
   }
 
-  /** Disconnects the storage (never ending a pool you passed in). Idempotent. */
+  /**
+   * Stops this client's consumers and readers (in-flight batches finish and commit), then
+   * disconnects the storage (never ending a pool you passed in). Idempotent.
+   */
   async disconnect(): Promise<void> {
+    await Promise.all([...this.#consumers].map((c) => c.disconnect().catch(() => {})));
+    await Promise.all([...this.#readers].map((r) => r.stop()));
     const connecting = this.#connecting;
     this.#connecting = undefined;
     if (connecting) await connecting.catch(() => {});
@@ -135,12 +142,16 @@ export class Annals<TDb = unknown> {
    * ```
    */
   consumer(options: ConsumerInput): Consumer<TDb> {
-    return new Consumer(this.#ctx, options);
+    const consumer = new Consumer(this.#ctx, options);
+    this.#consumers.add(consumer);
+    return consumer;
   }
 
   /** A reader of partitions assigned by hand, with `seek` (no consumer group). */
   reader(options?: ReaderInput): PartitionReader {
-    return new PartitionReader(this.#ctx, options);
+    const reader = new PartitionReader(this.#ctx, options);
+    this.#readers.add(reader);
+    return reader;
   }
 
   /**
