@@ -39,7 +39,7 @@ import {
   type FromWorker,
   type ToWorker,
 } from './common.js';
-import { cpuSince, cpuSnapshot, type CpuSnapshot } from './cpu.js';
+import { cpuSince, cpuSnapshot, foreignCores, machineSnapshot, type CpuSnapshot } from './cpu.js';
 
 const DEFAULT_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const settings = loadSettings();
@@ -558,9 +558,23 @@ async function scenarioD(ctx: Context, s: BenchSettings, annalsFirst: boolean, r
 
 // ---- one round ----------------------------------------------------------------------------------------
 
+const foreignLoad: number[] = [];
+
 async function round(ctx: Context, s: BenchSettings, index: number, warmup: boolean): Promise<void> {
   const annalsFirst = index % 2 === 0;
   log(`${warmup ? 'warm-up' : `round ${index + 1}/${s.rounds}`} (${annalsFirst ? 'Annals' : 'raw'} first)`);
+  const pids = ctx.workers.flatMap((w) => (w.pid === undefined ? [] : [w.pid]));
+  const before = machineSnapshot(pids);
+  try {
+    await roundScenarios(ctx, s, annalsFirst, warmup);
+  } finally {
+    const load = foreignCores(before, machineSnapshot(pids));
+    if (!warmup) foreignLoad.push(load);
+    if (load > 0.5) log(`  other processes kept ${load.toFixed(2)} cores busy during this round: its figures are noisy`);
+  }
+}
+
+async function roundScenarios(ctx: Context, s: BenchSettings, annalsFirst: boolean, warmup: boolean): Promise<void> {
   const short = warmup ? Math.min(300, s.singleMs) : s.singleMs;
   await scenarioA(ctx, s, annalsFirst, !warmup, warmup ? Math.min(5, s.batchCalls) : s.batchCalls);
   await scenarioB(ctx, s, annalsFirst, !warmup, short);
@@ -644,7 +658,14 @@ function report(s: BenchSettings, server: Server, facts: ServerFacts, startedAt:
         : `${f.annals[i]!.toFixed(2)} / ${f.raw[i]!.toFixed(2)} ms`;
     lines.push(`| ${f.id} (Annals / raw) | ${f.annals.map((_, i) => cell(i)).join(' | ')} |`);
   }
+  lines.push(`| other load, ≈ cores busy outside this benchmark and PostgreSQL (±0.3) | ${foreignLoad.map((x) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a')).join(' | ')} |`);
   const notes = [...figures.values()].flatMap((f) => f.notes);
+  const noisy = foreignLoad.filter((x) => x > 0.5).length;
+  if (noisy > 0) {
+    notes.push(
+      `${noisy} of ${foreignLoad.length} rounds ran while other processes kept more than about 0.5 of ${os.cpus().length} cores busy (see "other load"): those rounds' figures are noisy; the alternating order spreads the noise over both sides.`,
+    );
+  }
   if (notes.length > 0) {
     lines.push('');
     lines.push('## Warnings');
@@ -658,6 +679,7 @@ function report(s: BenchSettings, server: Server, facts: ServerFacts, startedAt:
       `- (a) ${s.batchCalls} × \`producer.send\` of ${s.batchSize} keyed messages (one 6-partition statement each) vs ${s.batchCalls} multi-row INSERTs of ${s.batchSize} rows (topic as one parameter, partition/offset literals, key and value parameters, \`now()\`), autocommit, one connection.`,
       `- (b) closed loops for ${s.singleMs} ms per side: each sender awaits its send before the next. "8 senders" share one producer (its sends coalesce into one append per round trip) vs 8 pg clients in the same process; "8 processes" are 8 forked workers (bench/dist/worker.js), each with its own Annals client and its own raw connection, started together.`,
       `- (c) ${s.backlog.toLocaleString('en-US')} records over ${s.partitions} partitions loaded once on each side, then VACUUM ANALYZE; each round reads all of them partition by partition with ${s.fetchSize}-record fetches (annals.fetch), and again with a reader (annals.reader(), eachBatch); raw: \`SELECT "offset", "timestamp", key, value, headers … WHERE topic=$1 AND partition=$2 AND "offset" >= $3 ORDER BY "offset" LIMIT ${s.fetchSize}\` on one connection.`,
+      `- Two Annals LISTEN sessions (one per Annals client, opened by the first readers) stay connected for the whole run, as a deployment with running consumers would have: every Annals append's NOTIFY wakes them. The raw inserts notify nobody.`,
       `- (d) ${s.latencyRate} single sends per second for ${s.latencyMs} ms (not awaited, so concurrent sends coalesce) while a reader of a second Annals client reads all ${s.partitions} partitions with eachMessage and LISTEN/NOTIFY wake-ups; latency = receive time − time just before \`send\`. Raw: \`SELECT pg_notify(…)\` at the same rate for ${s.notifyMs} ms on one connection, received on another.`,
     ].join('\n'),
   );
@@ -699,7 +721,7 @@ async function main(): Promise<void> {
       log(`dropped schema ${schema}`);
     });
     const { rows: settingRows } = await admin.query<{ name: string; setting: string; unit: string | null }>(
-      `SELECT name, setting, unit FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', 'commit_delay')`,
+      `SELECT name, setting, unit FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', 'commit_delay', 'autovacuum')`,
     );
     const { rows: versionRows } = await admin.query<{ server_version: string }>('SHOW server_version');
     const facts: ServerFacts = {

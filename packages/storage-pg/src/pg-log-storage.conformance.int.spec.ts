@@ -1,30 +1,22 @@
 /**
  * `PgLogStorage` against the storage conformance suite of `@annals/testing` — the same suite
- * `InMemoryLogStorage` passes. Every test gets a fresh schema (migrated on connect) in the
- * database named by DATABASE_URL, dropped after the test.
+ * `InMemoryLogStorage` passes. Every test gets a fresh schema (migrated on connect) in this spec
+ * file's database, dropped after the test.
  */
 import { randomBytes } from 'node:crypto';
-import { describeLogStorageConformance } from '@annals/testing';
-import pg from 'pg';
+import { describeLogStorageConformance, useTestDatabase } from '@annals/testing';
 import { PgLogStorage } from './pg-log-storage.js';
 
-const connectionString = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const database = useTestDatabase();
 
 describeLogStorageConformance('PgLogStorage', async () => {
   const schema = `conf_${randomBytes(6).toString('hex')}`;
-  const storage = new PgLogStorage({ connectionString, schema });
+  const storage = new PgLogStorage({ connectionString: database.connectionString, schema });
   return {
     storage,
     cleanup: async () => {
       await storage.disconnect();
-      const client = new pg.Client({ connectionString });
-      client.on('error', () => {});
-      await client.connect();
-      try {
-        await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      } finally {
-        await client.end();
-      }
+      // The whole database is dropped after the file; schemas need no separate cleanup.
     },
   };
 });

@@ -362,13 +362,18 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     topic: string,
     partitions: ReadonlyArray<{ partition: number; offset: bigint }>,
   ): Promise<Array<{ partition: number; lowWatermark: bigint }>> {
-    const { rows } = await this.#query<{ partition: number; low: string }>(plans.deleteRecordsStatement(this.#tables, topic, partitions));
-    if (rows.length !== new Set(partitions.map((p) => p.partition)).size) {
-      throw new UnknownTopicOrPartitionError(`Topic "${topic}" or one of the partitions ${partitions.map((p) => p.partition).join(', ')} does not exist.`, {
-        topic,
-      });
-    }
-    return rows.map((r) => ({ partition: r.partition, lowWatermark: toBigInt(r.low) }));
+    return this.#inTransaction(async (client) => {
+      const statement = plans.deleteRecordsStatement(this.#tables, topic, partitions);
+      const { rows } = await client.query<{ partition: number; low: string }>(statement.text, statement.values);
+      if (rows.length !== new Set(partitions.map((p) => p.partition)).size) {
+        // Rolls the whole request back: nothing is deleted.
+        throw new UnknownTopicOrPartitionError(
+          `Topic "${topic}" or one of the partitions ${partitions.map((p) => p.partition).join(', ')} does not exist. Nothing was deleted.`,
+          { topic },
+        );
+      }
+      return rows.map((r) => ({ partition: r.partition, lowWatermark: toBigInt(r.low) }));
+    });
   }
 
   async fetchOffsetsByTimestamp(topic: string, timestamp: number): Promise<Array<{ partition: number; offset: bigint }>> {
