@@ -1,6 +1,3 @@
-import { defineConfig, mergeConfig } from 'vitest/config';
 import base from '../../../vitest.config.ts';
-export default mergeConfig(base, defineConfig({
-  root: '/work/main',
-  test: { include: ['examples/docs-snippets/.scratch/**/*.scratch.ts'] },
-}));
+const cfg: any = { ...base, root: '/work/main', test: { ...(base as any).test, include: ['examples/docs-snippets/.scratch/**/*.scratch.ts'] } };
+export default cfg;

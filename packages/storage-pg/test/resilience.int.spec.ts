@@ -147,3 +147,49 @@ describe('transactional producers', () => {
     expect((await annals.fetch('slow', 0, 0n)).messages).toEqual([]);
   });
 });
+
+describe('server restart', () => {
+  it('keeps producing through a PostgreSQL restart without the application doing anything: every acknowledged record once', async () => {
+    const { EmbeddedPostgresServer } = await import('../src/index.js');
+    const { chmod, mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const path = await import('node:path');
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'annals-restart-'));
+    await chmod(dataDir, 0o755); // as root, the server runs as another OS user that must enter it
+    let server = new EmbeddedPostgresServer({ persistent: true, dataDir: path.join(dataDir, 'pg'), postgresFlags: { fsync: false } });
+    const info = await server.start();
+    const annals = new Annals({
+      clientId: 'restart',
+      storage: new PgLogStorage({ connectionString: info.connectionString }),
+      retry: { retries: 30, initialRetryTime: 50, maxRetryTime: 500 },
+    });
+    try {
+      await annals.admin().createTopics({ topics: [{ topic: 'durable', numPartitions: 2 }] });
+      const producer = annals.producer({ idempotent: true });
+      await producer.connect();
+      const acknowledged: string[] = [];
+      let restarted = false;
+      const sends = (async () => {
+        for (let i = 0; i < 150; i++) {
+          await producer.send({ topic: 'durable', messages: [{ key: `k${i % 3}`, value: `r${i}` }] });
+          acknowledged.push(`r${i}`);
+          await sleep(5);
+        }
+      })();
+      await sleep(150);
+      await server.stop();
+      server = new EmbeddedPostgresServer({ persistent: true, dataDir: path.join(dataDir, 'pg'), port: info.port, postgresFlags: { fsync: false } });
+      await server.start();
+      restarted = true;
+      await sends;
+      expect(restarted).toBe(true);
+      const stored = await readAll(annals, 'durable', 2);
+      expect(stored.length).toBe(150);
+      expect(new Set(stored)).toEqual(new Set(acknowledged));
+    } finally {
+      await annals.disconnect();
+      await server.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
