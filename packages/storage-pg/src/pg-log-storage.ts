@@ -120,6 +120,9 @@ function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
 
 const guardedClients = new WeakSet<pg.PoolClient>();
 
+/** Rows per append statement: 4 parameters each stay well under Postgres's 65,535. */
+const MAX_ROWS_PER_STATEMENT = 8_000;
+
 // int8 as string (we turn offsets into bigint ourselves); bytea as Buffer (pg's default).
 const toBigInt = (s: string): bigint => BigInt(s);
 
@@ -399,7 +402,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
 
   async append(appends: readonly PartitionAppend[], options: AppendOptions = {}): Promise<PartitionAppendResult[]> {
     if (appends.length === 0) return [];
-    const simple = options.producerId === undefined && options.fence === undefined && (options.acks ?? -1) === -1;
+    const rows = appends.reduce((n, a) => n + a.records.length, 0);
+    const simple = options.producerId === undefined && options.fence === undefined && (options.acks ?? -1) === -1 && rows <= MAX_ROWS_PER_STATEMENT;
     if (!simple) {
       return this.#inTransaction((client) => this.appendOn(client, appends, options), { acks: options.acks ?? -1 });
     }
@@ -446,15 +450,44 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
           );
         }
       }
-      if (options.producerId === undefined) {
-        const statement = plans.appendStatement(this.#tables, groupsOf(appends));
-        const { rows } = await client.query<{ topic: string; partition: number; base: string }>(statement.text, statement.values);
-        return resultsOf(appends, rows);
-      }
+      if (options.producerId === undefined) return await this.#appendChunked(client, appends);
       return await this.#appendIdempotent(client, appends, options.producerId);
     } catch (error) {
       throw this.#appendError(error, appends, false);
     }
+  }
+
+  /**
+   * Appends in statements of at most MAX_ROWS_PER_STATEMENT rows (Postgres allows 65,535
+   * parameters per statement). The client is inside a transaction, so the pieces of one
+   * partition are contiguous: its head stays locked between them.
+   */
+  async #appendChunked(client: pg.PoolClient, appends: readonly PartitionAppend[]): Promise<PartitionAppendResult[]> {
+    const bases = new Map<string, bigint>();
+    let chunk: PartitionAppend[] = [];
+    let size = 0;
+    const flush = async () => {
+      if (chunk.length === 0) return;
+      const statement = plans.appendStatement(this.#tables, groupsOf(chunk));
+      const { rows } = await client.query<{ topic: string; partition: number; base: string }>(statement.text, statement.values);
+      for (const r of resultsOf(chunk, rows)) {
+        const k = `${r.topic}\u0000${r.partition}`;
+        if (!bases.has(k)) bases.set(k, r.baseOffset);
+      }
+      chunk = [];
+      size = 0;
+    };
+    for (const a of sortAppends(appends)) {
+      for (let i = 0; i < a.records.length; ) {
+        const take = Math.min(a.records.length - i, MAX_ROWS_PER_STATEMENT - size);
+        chunk.push({ ...a, records: a.records.slice(i, i + take) });
+        size += take;
+        i += take;
+        if (size >= MAX_ROWS_PER_STATEMENT) await flush();
+      }
+    }
+    await flush();
+    return appends.map((a) => ({ topic: a.topic, partition: a.partition, baseOffset: bases.get(`${a.topic}\u0000${a.partition}`)!, duplicate: false }));
   }
 
   async #appendIdempotent(client: pg.PoolClient, appends: readonly PartitionAppend[], producerId: bigint): Promise<PartitionAppendResult[]> {
@@ -498,9 +531,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       fresh.push(a);
     }
     if (fresh.length > 0) {
-      const statement = plans.appendStatement(this.#tables, groupsOf(fresh));
-      const { rows } = await client.query<{ topic: string; partition: number; base: string }>(statement.text, statement.values);
-      const written = resultsOf(fresh, rows);
+      const written = await this.#appendChunked(client, fresh);
       for (const r of written) results.set(`${r.topic}\u0000${r.partition}`, r);
       const upsert = plans.upsertProducerStateStatement(
         this.#tables,

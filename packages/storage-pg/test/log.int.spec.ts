@@ -165,6 +165,23 @@ describe('producer', () => {
     expect(used.size).toBeGreaterThan(1);
   });
 
+  it('appends a send larger than one statement can carry atomically, in chunks, with dense offsets', async () => {
+    const annals = freshAnnals();
+    await annals.admin().createTopics({ topics: [{ topic: 'huge', numPartitions: 2 }] });
+    const producer = annals.producer();
+    await producer.send({ topic: 'huge', messages: [{ partition: 1, value: 'first' }] });
+    const messages = Array.from({ length: 20_000 }, (_, i) => ({ partition: i % 2, value: `m${i}` }));
+    const metadata = await producer.send({ topic: 'huge', messages });
+    expect(metadata.map((m) => [m.partition, m.baseOffset]).sort()).toEqual([
+      [0, '0'],
+      [1, '1'],
+    ]);
+    const marks = await annals.admin().fetchTopicOffsets('huge');
+    expect(marks.map((m) => m.high)).toEqual(['10000', '10001']);
+    const tail = await annals.fetch('huge', 1, 10_000n);
+    expect(tail.messages.map((m) => m.value!.toString())).toEqual(['m19999']);
+  });
+
   it('coalesces concurrent sends and returns each its own offsets', async () => {
     const annals = freshAnnals();
     await annals.admin().createTopics({ topics: [{ topic: 'many', numPartitions: 1 }] });

@@ -245,7 +245,12 @@ export class Producer<TDb = unknown> {
     if (records.length === 0) return Promise.resolve([]);
     return new Promise((resolve, reject) => {
       this.#queue.push({ records, acks, resolve, reject });
-      if (!this.#flushing) void this.#flushLoop();
+      if (!this.#flushing) {
+        // Yield once before the first append so sends issued together (Promise.all, several
+        // callers in one tick) travel in one statement — Kafka's linger.ms = 0, by back-pressure.
+        this.#flushing = true;
+        setImmediate(() => void this.#flushLoop());
+      }
     });
   }
 
