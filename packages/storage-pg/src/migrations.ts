@@ -107,6 +107,115 @@ function migrations(schema: string): Record<string, Migration> {
         for (const name of ['group_offsets', 'partition_owners', 'group_members']) await sql`DROP TABLE ${t(name)}`.execute(db);
       },
     },
+    '0004_retention': {
+      async up(db: AnyDb) {
+        // Segments: each topic's records live in a table of their own, range-partitioned by
+        // (partition, offset) into segments of `segment.records` offsets. Retention drops whole
+        // segments (DETACH CONCURRENTLY + DROP), as Kafka deletes segment files. See
+        // docs/architecture.md ("Retention and compaction").
+        const lit = `'${schema}'`; // a validated [a-z0-9_] name: safe as a literal
+        await sql`ALTER TABLE ${t('topics')} ADD COLUMN id integer GENERATED ALWAYS AS IDENTITY UNIQUE`.execute(db);
+        await sql`ALTER TABLE ${t('partitions')}
+          ADD COLUMN cleaned_offset bigint NOT NULL DEFAULT 0,
+          ADD COLUMN log_start_reason text,
+          ADD COLUMN log_start_changed_at timestamptz`.execute(db);
+        await sql`CREATE TABLE ${t('segments')} (
+          topic        text NOT NULL REFERENCES ${t('topics')} (name) ON DELETE CASCADE,
+          partition    integer NOT NULL,
+          base_offset  bigint NOT NULL,
+          end_offset   bigint NOT NULL,
+          table_name   text NOT NULL UNIQUE,
+          created_at   timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (topic, partition, base_offset)
+        )`.execute(db);
+        // A sparse time index kept by the cleaner: at database time `at`, the log end was `offset`,
+        // so every record below `offset` was appended at or before `at`. Retention and the
+        // compaction lag are judged against it: by the database clock, and never early.
+        await sql`CREATE TABLE ${t('time_index')} (
+          topic      text NOT NULL REFERENCES ${t('topics')} (name) ON DELETE CASCADE,
+          partition  integer NOT NULL,
+          at         timestamptz NOT NULL,
+          "offset"   bigint NOT NULL,
+          PRIMARY KEY (topic, partition, at)
+        )`.execute(db);
+
+        await sql.raw(`CREATE FUNCTION ${s}.ensure_topic_table(p_topic text) RETURNS text LANGUAGE plpgsql AS $fn$
+DECLARE
+  t_id integer;
+  t_name text;
+BEGIN
+  SELECT id INTO t_id FROM ${s}.topics WHERE name = p_topic;
+  IF t_id IS NULL THEN
+    RAISE EXCEPTION 'topic % does not exist', p_topic USING ERRCODE = 'P0002';
+  END IF;
+  t_name := 'records_t' || t_id;
+  IF to_regclass(format('%I.%I', ${lit}, t_name)) IS NULL THEN
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.records INCLUDING DEFAULTS) PARTITION BY RANGE (partition, "offset")', ${lit}, t_name, ${lit});
+    EXECUTE format('ALTER TABLE %I.records ATTACH PARTITION %I.%I FOR VALUES IN (%L)', ${lit}, ${lit}, t_name, p_topic);
+  END IF;
+  RETURN t_name;
+END $fn$`).execute(db);
+
+        // Creates the segments of one partition up to and including the one holding p_upto.
+        // Serialised per topic; the catalog row and the DDL commit together.
+        await sql.raw(`CREATE FUNCTION ${s}.ensure_segments(p_topic text, p_partition integer, p_upto bigint, p_size bigint) RETURNS integer LANGUAGE plpgsql AS $fn$
+DECLARE
+  t_name text;
+  base bigint;
+  seg text;
+  made integer := 0;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended(${lit} || '/segments/' || p_topic, 0));
+  t_name := ${s}.ensure_topic_table(p_topic);
+  SELECT coalesce(max(end_offset), 0) INTO base FROM ${s}.segments WHERE topic = p_topic AND partition = p_partition;
+  WHILE base <= p_upto LOOP
+    seg := t_name || '_p' || p_partition || '_' || base;
+    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.records INCLUDING DEFAULTS)', ${lit}, seg, ${lit});
+    EXECUTE format('ALTER TABLE %I.%I ATTACH PARTITION %I.%I FOR VALUES FROM (%s, %s) TO (%s, %s)',
+      ${lit}, t_name, ${lit}, seg, p_partition, base, p_partition, base + p_size);
+    INSERT INTO ${s}.segments (topic, partition, base_offset, end_offset, table_name)
+      VALUES (p_topic, p_partition, base, base + p_size, seg);
+    base := base + p_size;
+    made := made + 1;
+  END LOOP;
+  RETURN made;
+END $fn$`).execute(db);
+
+        // Every topic's config names its segment size from now on (new topics store every key).
+        await sql`UPDATE ${t('topics')} SET config = config || '{"segment.records": 100000}'::jsonb WHERE NOT config ? 'segment.records'`.execute(db);
+
+        // Move the records into the segmented layout.
+        const legacyIndexes = await sql<{ indexname: string; indexdef: string }>`
+          SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = ${schema} AND tablename = 'records'`.execute(db);
+        await sql`ALTER TABLE ${t('records')} RENAME TO records_legacy`.execute(db);
+        for (const ix of legacyIndexes.rows) {
+          await sql`ALTER INDEX ${sql.raw(`${s}.${quoteIdent(ix.indexname)}`)} RENAME TO ${sql.raw(quoteIdent(`${ix.indexname}_legacy`))}`.execute(db);
+        }
+        await sql`CREATE TABLE ${t('records')} (LIKE ${t('records_legacy')} INCLUDING DEFAULTS) PARTITION BY LIST (topic)`.execute(db);
+        await sql`ALTER TABLE ${t('records')} ADD PRIMARY KEY (topic, partition, "offset")`.execute(db);
+        for (const ix of legacyIndexes.rows) {
+          if (ix.indexname === 'records_pkey') continue;
+          // Other indexes (e.g. the aggregates' key index) move over as they were.
+          const def = ix.indexdef.replace(` ON ${schema}.records_legacy `, ` ON ${schema}.records `).replace(` ON ONLY ${schema}.records_legacy `, ` ON ${schema}.records `);
+          await sql.raw(def.replace(/ ON (ONLY )?[^ ]+ USING /, ` ON ${s}.records USING `)).execute(db);
+        }
+        const topics = await sql<{ name: string; partitions: number; config: Record<string, unknown> }>`
+          SELECT name, partitions, config FROM ${t('topics')} ORDER BY name`.execute(db);
+        for (const topic of topics.rows) {
+          const size = Number(topic.config['segment.records'] ?? 100_000);
+          const heads = await sql<{ partition: number; next_offset: string }>`
+            SELECT partition, next_offset::text AS next_offset FROM ${t('partitions')} WHERE topic = ${topic.name}`.execute(db);
+          for (const h of heads.rows) {
+            await sql`SELECT ${sql.raw(`${s}.ensure_segments`)}(${topic.name}, ${h.partition}, ${BigInt(h.next_offset) + BigInt(size)}, ${size})`.execute(db);
+          }
+        }
+        await sql`INSERT INTO ${t('records')} SELECT * FROM ${t('records_legacy')}`.execute(db);
+        await sql`DROP TABLE ${t('records_legacy')}`.execute(db);
+      },
+      async down() {
+        throw new Error('0004_retention cannot be rolled back: the segmented layout holds the records.');
+      },
+    },
   };
 }
 

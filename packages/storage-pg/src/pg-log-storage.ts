@@ -120,6 +120,18 @@ function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
 
 const guardedClients = new WeakSet<pg.PoolClient>();
 
+interface AppendRow {
+  topic: string;
+  partition: number;
+  base: string;
+  segment_needed: boolean | null;
+}
+
+/** "no partition of relation … found for row": an append reached offsets with no segment yet. */
+function isMissingSegment(error: unknown): boolean {
+  return (error as { code?: string })?.code === '23514' && /no partition of relation/.test((error as Error).message ?? '');
+}
+
 /** Rows per append statement: 4 parameters each stay well under Postgres's 65,535. */
 const MAX_ROWS_PER_STATEMENT = 8_000;
 
@@ -282,33 +294,33 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
   async createTopics(specs: readonly TopicSpec[]): Promise<void> {
     await this.#inTransaction(async (client) => {
       for (const spec of specs) {
-        const [insertTopic, insertPartitions] = plans.createTopicStatements(this.#tables, spec.name, spec.partitions, spec.config);
+        const [insertTopic, ...rest] = plans.createTopicStatements(this.#tables, spec.name, spec.partitions, spec.config);
         const inserted = await client.query(insertTopic!.text, insertTopic!.values);
         if (inserted.rowCount === 0) {
           throw new TopicAlreadyExistsError(`Topic "${spec.name}" already exists. Nothing was created.`, { topic: spec.name });
         }
-        await client.query(insertPartitions!.text, insertPartitions!.values);
+        for (const st of rest) await client.query(st.text, st.values);
       }
     });
   }
 
   async deleteTopics(names: readonly string[]): Promise<void> {
     await this.#inTransaction(async (client) => {
-      const [topics, ...rest] = plans.deleteTopicStatements(this.#tables, names);
-      const deleted = await client.query<{ name: string }>(topics!.text, topics!.values);
-      const found = new Set(deleted.rows.map((r) => r.name));
-      const missing = names.find((n) => !found.has(n));
+      const lookup = plans.topicTablesStatement(this.#tables, names);
+      const found = await client.query<{ name: string; table_name: string }>(lookup.text, lookup.values);
+      const known = new Set(found.rows.map((r) => r.name));
+      const missing = names.find((n) => !known.has(n));
       if (missing !== undefined) {
         throw new UnknownTopicOrPartitionError(`Topic "${missing}" does not exist. Nothing was deleted.`, { topic: missing });
       }
-      for (const s of rest) await client.query(s.text, s.values);
+      for (const st of plans.deleteTopicStatements(this.#tables, names, found.rows.map((r) => r.table_name))) await client.query(st.text, st.values);
     });
   }
 
   async createPartitions(topic: string, count: number): Promise<void> {
     await this.#inTransaction(async (client) => {
       const lock = plans.lockTopicStatement(this.#tables, topic);
-      const { rows } = await client.query<{ partitions: number }>(lock.text, lock.values);
+      const { rows } = await client.query<{ partitions: number; config: unknown }>(lock.text, lock.values);
       const current = rows[0]?.partitions;
       if (current === undefined) throw new UnknownTopicOrPartitionError(`Topic "${topic}" does not exist.`, { topic });
       if (count <= current) {
@@ -318,6 +330,9 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
         );
       }
       for (const s of plans.addPartitionsStatements(this.#tables, topic, current, count)) await client.query(s.text, s.values);
+      const size = this.#storedConfig(rows[0]!.config, topic)['segment.records'];
+      const ensure = plans.ensureSegmentsStatement(this.#tables, topic, current, count, 0n, size);
+      await client.query(ensure.text, ensure.values);
     });
   }
 
@@ -413,8 +428,17 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     let broken: unknown;
     try {
       client = await this.#client();
-      const { rows } = await client.query<{ topic: string; partition: number; base: string }>(statement.text, statement.values);
-      return resultsOf(appends, rows);
+      let result: pg.QueryResult<AppendRow>;
+      try {
+        result = await client.query<AppendRow>(statement.text, statement.values);
+      } catch (error) {
+        if (!isMissingSegment(error)) throw error;
+        // A burst outran the segment kept ahead: create it (own transaction), then append again.
+        await this.#ensureAhead(appends);
+        result = await client.query<AppendRow>(statement.text, statement.values);
+      }
+      this.#scheduleAhead(result.rows);
+      return resultsOf(appends, result.rows);
     } catch (error) {
       if (!client) throw error;
       if (isConnectionFailure(error)) broken = error;
@@ -426,7 +450,9 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
 
   #appendError(error: unknown, appends: readonly PartitionAppend[], autocommit: boolean) {
     const e = error as { code?: string; column?: string };
-    if (e?.code === '23502' && e.column === 'offset') {
+    // A NULL offset (no head row) or no segment even after creating one ahead: the topic or
+    // partition does not exist (deleted meanwhile, or out of range).
+    if ((e?.code === '23502' && e.column === 'offset') || isMissingSegment(error)) {
       const first = appends[0]!;
       return new UnknownTopicOrPartitionError(
         `Cannot append: a topic or partition among ${[...new Set(appends.map((a) => `${a.topic}[${a.partition}]`))].join(', ')} does not exist. Nothing was written.`,
@@ -469,7 +495,20 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     const flush = async () => {
       if (chunk.length === 0) return;
       const statement = plans.appendStatement(this.#tables, groupsOf(chunk));
-      const { rows } = await client.query<{ topic: string; partition: number; base: string }>(statement.text, statement.values);
+      // Under a savepoint: if a burst outran the segment kept ahead, only this statement rolls
+      // back; the segment is created in its own transaction and the statement runs again.
+      await client.query('SAVEPOINT annals_append');
+      let rows: AppendRow[];
+      try {
+        rows = (await client.query<AppendRow>(statement.text, statement.values)).rows;
+      } catch (error) {
+        if (!isMissingSegment(error)) throw error;
+        await client.query('ROLLBACK TO SAVEPOINT annals_append');
+        await this.#ensureAhead(chunk);
+        rows = (await client.query<AppendRow>(statement.text, statement.values)).rows;
+      }
+      await client.query('RELEASE SAVEPOINT annals_append');
+      this.#scheduleAhead(rows);
       for (const r of resultsOf(chunk, rows)) {
         const k = `${r.topic}\u0000${r.partition}`;
         if (!bases.has(k)) bases.set(k, r.baseOffset);
@@ -564,6 +603,34 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
 
   deferredTransaction(options: StorageTransactionOptions = {}): DeferredTransaction<Kysely<DB>> {
     return new PgDeferredTransaction<DB>(this, options);
+  }
+
+  /** Creates the segments the appends need now (each in its own transaction). */
+  async #ensureAhead(appends: ReadonlyArray<{ topic: string; partition: number }>): Promise<void> {
+    const seen = new Set<string>();
+    for (const a of appends) {
+      const k = `${a.topic}\u0000${a.partition}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      await this.#query(plans.ensureAheadStatement(this.#tables, a.topic, a.partition));
+    }
+  }
+
+  readonly #aheadPending = new Set<string>();
+
+  /** In the background, keeps one empty segment ahead of partitions that entered their last one. */
+  #scheduleAhead(rows: readonly AppendRow[]): void {
+    for (const r of rows) {
+      if (!r.segment_needed) continue;
+      const k = `${r.topic}\u0000${r.partition}`;
+      if (this.#aheadPending.has(k)) continue;
+      this.#aheadPending.add(k);
+      void this.#query(plans.ensureAheadStatement(this.#tables, r.topic, r.partition))
+        .catch(() => {
+          // The append path creates the segment itself if it is still missing when needed.
+        })
+        .finally(() => this.#aheadPending.delete(k));
+    }
   }
 
   /** @internal A pooled client with its error event guarded. */

@@ -21,6 +21,8 @@ export interface Tables {
   readonly producerIds: string;
   readonly transactionalIds: string;
   readonly producerState: string;
+  readonly segments: string;
+  readonly timeIndex: string;
   readonly groupMembers: string;
   readonly partitionOwners: string;
   readonly groupOffsets: string;
@@ -40,6 +42,8 @@ export function tables(schema: string): Tables {
     producerIds: q('producer_ids'),
     transactionalIds: q('transactional_ids'),
     producerState: q('producer_state'),
+    segments: q('segments'),
+    timeIndex: q('time_index'),
     groupMembers: q('group_members'),
     partitionOwners: q('partition_owners'),
     groupOffsets: q('group_offsets'),
@@ -107,7 +111,7 @@ export function appendStatement(t: Tables, groups: readonly AppendGroup[]): Stat
 heads AS (
   UPDATE ${t.partitions} p SET next_offset = p.next_offset + i.n
   FROM input i WHERE p.topic = i.topic AND p.partition = i.partition
-  RETURNING p.topic, p.partition, p.next_offset - i.n AS base
+  RETURNING p.topic, p.partition, p.next_offset - i.n AS base, p.next_offset AS end_offset
 ),
 ins AS (
   INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
@@ -115,7 +119,10 @@ ins AS (
   FROM (VALUES ${rows.join(', ')}) AS r(topic, partition, i, ts, key, value, headers)
   LEFT JOIN heads h ON h.topic = r.topic AND h.partition = r.partition
 )
-SELECT h.topic, h.partition, h.base::text AS base, pg_notify($1, h.topic || '/' || h.partition) IS NULL AS notified
+SELECT h.topic, h.partition, h.base::text AS base,
+  (SELECT max(s.end_offset) FROM ${t.segments} s WHERE s.topic = h.topic AND s.partition = h.partition) - h.end_offset
+    < (SELECT (tp.config->>'segment.records')::bigint FROM ${t.topics} tp WHERE tp.name = h.topic) AS segment_needed,
+  pg_notify($1, h.topic || '/' || h.partition) IS NULL AS notified
 FROM heads h`;
   return { text, values };
 }
@@ -190,7 +197,7 @@ export function fetchStatement(t: Tables, topic: string, partition: number, offs
 FROM ${t.partitions} p
 LEFT JOIN LATERAL (
   SELECT "offset", "timestamp", key, value, headers FROM ${t.records}
-  WHERE topic = p.topic AND partition = p.partition AND "offset" >= $3
+  WHERE topic = $1 AND partition = $2 AND "offset" >= greatest($3, p.log_start_offset)
   ORDER BY "offset" LIMIT $4
 ) r ON true
 WHERE p.topic = $1 AND p.partition = $2
@@ -199,7 +206,7 @@ ORDER BY r."offset"`,
   };
 }
 
-export function createTopicStatements(t: Tables, name: string, partitions: number, config: unknown): Statement[] {
+export function createTopicStatements(t: Tables, name: string, partitions: number, config: { 'segment.records': number }): Statement[] {
   return [
     {
       text: `INSERT INTO ${t.topics} (name, partitions, config) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING name`,
@@ -209,13 +216,31 @@ export function createTopicStatements(t: Tables, name: string, partitions: numbe
       text: `INSERT INTO ${t.partitions} (topic, partition) SELECT $1, g FROM generate_series(0, $2 - 1) g`,
       values: [name, partitions],
     },
+    ensureSegmentsStatement(t, name, 0, partitions, 0n, config['segment.records']),
   ];
 }
 
-export function deleteTopicStatements(t: Tables, names: readonly string[]): Statement[] {
+/**
+ * Makes sure partitions [from, to) of a topic have segments up to and including the one holding
+ * `offset + size`: the current segment and one ahead, so appends never run out.
+ */
+export function ensureSegmentsStatement(t: Tables, topic: string, from: number, to: number, offset: bigint, size: number): Statement {
+  return {
+    text: `SELECT coalesce(sum(${quoteIdent(t.schema)}.ensure_segments($1, g, $3::bigint + $4::bigint, $4::bigint)), 0)::int AS made
+FROM generate_series($2::int, $5::int - 1) g`,
+    values: [topic, from, offset.toString(), size, to],
+  };
+}
+
+/** The table holding a topic's records (its segments are partitions of it). */
+export function topicTablesStatement(t: Tables, names: readonly string[]): Statement {
+  return { text: `SELECT name, 'records_t' || id AS table_name FROM ${t.topics} WHERE name = ANY($1::text[])`, values: [names] };
+}
+
+export function deleteTopicStatements(t: Tables, names: readonly string[], tableNames: readonly string[]): Statement[] {
   return [
+    ...tableNames.map((table) => ({ text: `DROP TABLE IF EXISTS ${quoteIdent(t.schema)}.${quoteIdent(table)}`, values: [] })),
     { text: `DELETE FROM ${t.topics} WHERE name = ANY($1::text[]) RETURNING name`, values: [names] },
-    { text: `DELETE FROM ${t.records} WHERE topic = ANY($1::text[])`, values: [names] },
     { text: `DELETE FROM ${t.producerState} WHERE topic = ANY($1::text[])`, values: [names] },
   ];
 }
@@ -254,7 +279,8 @@ export function watermarksStatement(t: Tables, topic: string): Statement {
 export function offsetsByTimestampStatement(t: Tables, topic: string, timestamp: Date): Statement {
   return {
     text: `SELECT p.partition, coalesce(
-  (SELECT min(r."offset") FROM ${t.records} r WHERE r.topic = p.topic AND r.partition = p.partition AND r."timestamp" >= $2),
+  (SELECT min(r."offset") FROM ${t.records} r
+    WHERE r.topic = $1 AND r.partition = p.partition AND r."offset" >= p.log_start_offset AND r."timestamp" >= $2),
   p.next_offset)::text AS "offset"
 FROM ${t.partitions} p WHERE p.topic = $1 ORDER BY p.partition`,
     values: [topic, timestamp],
@@ -276,5 +302,18 @@ moved AS (
 )
 SELECT partition, log_start_offset::text AS low FROM moved ORDER BY partition`,
     values: [topic, partitions.map((p) => p.partition), partitions.map((p) => p.offset.toString())],
+  };
+}
+
+/**
+ * Keeps one empty segment ahead of a partition's log end (size from the topic's config), so
+ * appends never run out. Runs in its own transaction: it never waits on an appender's locks.
+ */
+export function ensureAheadStatement(t: Tables, topic: string, partition: number): Statement {
+  return {
+    text: `SELECT ${quoteIdent(t.schema)}.ensure_segments(p.topic, p.partition,
+    p.next_offset + (tp.config->>'segment.records')::bigint, (tp.config->>'segment.records')::bigint) AS made
+FROM ${t.partitions} p JOIN ${t.topics} tp ON tp.name = p.topic WHERE p.topic = $1 AND p.partition = $2`,
+    values: [topic, partition],
   };
 }

@@ -12,22 +12,65 @@ async function tablesOf(client: pg.Client, schema: string): Promise<string[]> {
 }
 
 describe('migrations', () => {
-  it('applies each migration in order, and each rolls back', async () => {
+  it('applies each migration in order; the early ones roll back', async () => {
     const schema = `m_${randomBytes(4).toString('hex')}`;
     const pool = new pg.Pool({ connectionString: database.connectionString });
     const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
     const client = await adminClient();
     try {
-      expect(migrationNames()).toEqual(['0001_log', '0002_consumer_groups']);
+      const names = migrationNames();
+      expect(names.slice(0, 2)).toEqual(['0001_log', '0002_consumer_groups']);
+      expect(names).toContain('0004_retention');
       expect((await migrateToLatest(db, schema, '0001_log')).applied).toEqual(['0001_log']);
       expect(await tablesOf(client, schema)).toEqual(['annals_migration', 'annals_migration_lock', 'partitions', 'producer_state', 'records', 'topics', 'transactional_ids']);
-      expect((await migrateToLatest(db, schema)).applied).toEqual(['0002_consumer_groups']);
+      expect((await migrateToLatest(db, schema, '0002_consumer_groups')).applied).toEqual(['0002_consumer_groups']);
       expect(await tablesOf(client, schema)).toContain('partition_owners');
-      expect((await migrateToLatest(db, schema)).applied).toEqual([]);
       await migrateDown(db, schema);
       expect(await tablesOf(client, schema)).not.toContain('partition_owners');
       await migrateDown(db, schema);
       expect(await tablesOf(client, schema)).toEqual(['annals_migration', 'annals_migration_lock']);
+      expect((await migrateToLatest(db, schema)).applied).toEqual(names);
+      expect(await tablesOf(client, schema)).toEqual(expect.arrayContaining(['segments', 'time_index', 'partition_owners']));
+      expect((await migrateToLatest(db, schema)).applied).toEqual([]);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('moves records written before the segmented layout into segments, offsets unchanged', async () => {
+    const schema = `m_${randomBytes(4).toString('hex')}`;
+    const pool = new pg.Pool({ connectionString: database.connectionString });
+    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+    const client = await adminClient();
+    try {
+      await migrateToLatest(db, schema, '0002_consumer_groups');
+      await client.query(`INSERT INTO "${schema}".topics (name, partitions, config) VALUES ('old', 2, '{}')`);
+      await client.query(`INSERT INTO "${schema}".partitions (topic, partition, next_offset) VALUES ('old', 0, 3), ('old', 1, 0)`);
+      await client.query(
+        `INSERT INTO "${schema}".records (topic, partition, "offset", "timestamp", value) SELECT 'old', 0, g, now(), convert_to('v' || g, 'UTF8') FROM generate_series(0, 2) g`,
+      );
+      await migrateToLatest(db, schema);
+      const storage = new PgLogStorage({ connectionString: database.connectionString, schema });
+      await storage.connect();
+      try {
+        const fetched = await storage.fetch('old', 0, 0n, { maxRecords: 10, maxBytes: 1 << 20 });
+        expect(fetched.records.map((r) => [r.offset, Buffer.from(r.value!).toString()])).toEqual([
+          [0n, 'v0'],
+          [1n, 'v1'],
+          [2n, 'v2'],
+        ]);
+        const [appended] = await storage.append([{ topic: 'old', partition: 0, records: [{ key: null, value: Buffer.from('v3'), headers: null, timestamp: null }] }]);
+        expect(appended!.baseOffset).toBe(3n);
+        const segments = await client.query(`SELECT partition, base_offset::int, end_offset::int FROM "${schema}".segments ORDER BY 1, 2`);
+        expect(segments.rows).toEqual([
+          { partition: 0, base_offset: 0, end_offset: 100000 },
+          { partition: 0, base_offset: 100000, end_offset: 200000 },
+          { partition: 1, base_offset: 0, end_offset: 100000 },
+          { partition: 1, base_offset: 100000, end_offset: 200000 },
+        ]);
+      } finally {
+        await storage.disconnect();
+      }
     } finally {
       await db.destroy();
     }

@@ -67,6 +67,12 @@ export const TOPIC_CONFIG_KEYS = {
     parse: longAtLeast(0),
     serialize: num,
   },
+  'segment.records': {
+    doc: 'Annals: records per segment. Each partition is stored in segments (table partitions) of this many offsets; retention drops whole segments, as Kafka deletes segment files.',
+    default: 100_000,
+    parse: longAtLeast(1_000),
+    serialize: num,
+  },
   'max.message.bytes': {
     doc: 'The largest record (key + value + headers, in bytes) a producer may append. Checked before anything is written.',
     default: 1_048_588,
