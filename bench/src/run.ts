@@ -8,9 +8,12 @@
  *                  nothing answers there, an embedded server is started if @annals/storage-pg has one)
  * - BENCH_ROUNDS   measured rounds (default 5; 2 with BENCH_QUICK)
  * - BENCH_QUICK=1  small sizes and short windows: a smoke run of every path
+ * - BENCH_EMBEDDED=1  use an embedded server even when one answers at the default URL
  * - BENCH_BATCH_CALLS, BENCH_SINGLE_MS, BENCH_BACKLOG, BENCH_LATENCY_MS: override sizes
+ * - BENCH_REBUILD_EVENTS, BENCH_REBUILD_ROUNDS: the projection rebuild (projection-rebuild.ts; 0 events skips it)
+ * - BENCH_AGG_EVENTS, BENCH_AGG_ROUNDS, BENCH_AGG_MS: the aggregates scenario (aggregates.ts; 0 events skips it)
  */
-import { fork, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -40,6 +43,8 @@ import {
   type ToWorker,
 } from './common.js';
 import { cpuSince, cpuSnapshot, foreignCores, machineSnapshot, type CpuSnapshot } from './cpu.js';
+import { runProjectionRebuildBench } from './projection-rebuild.js';
+import { runAggregatesBench } from './aggregates.js';
 
 const DEFAULT_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const settings = loadSettings();
@@ -158,33 +163,12 @@ async function resolveServer(): Promise<Server> {
     checkLoopback(env);
     return { url: env, source: 'DATABASE_URL' };
   }
-  if (await answers(DEFAULT_URL)) return { url: DEFAULT_URL, source: 'default URL' };
-  // No server: use the embedded one if this build of @annals/storage-pg exports it.
-  const mod = storagePg as unknown as Record<string, unknown>;
-  const ServerClass = mod.EmbeddedPostgresServer as
-    | (new (input?: object) => { start(): Promise<{ connectionString: string }>; stop(): Promise<void> })
-    | undefined;
-  if (typeof ServerClass === 'function') {
-    log('no server at 127.0.0.1:5432: starting an embedded PostgreSQL');
-    const server = new ServerClass({ persistent: false });
-    const info = await server.start();
-    return { url: info.connectionString, source: 'embedded server', stop: () => server.stop() };
-  }
-  const factory = mod.embeddedPostgres as undefined | ((input?: object) => { connect(): Promise<void>; disconnect(): Promise<void>; pool?: pg.Pool });
-  if (typeof factory === 'function') {
-    log('no server at 127.0.0.1:5432: starting embeddedPostgres()');
-    const storage = factory({});
-    await storage.connect();
-    const url = (storage.pool as unknown as { options?: { connectionString?: string } } | undefined)?.options?.connectionString;
-    if (!url) {
-      await storage.disconnect();
-      throw new Error('embeddedPostgres() started but its connection string could not be read; set DATABASE_URL instead.');
-    }
-    return { url, source: 'embedded server', stop: () => storage.disconnect() };
-  }
-  throw new Error(
-    `No PostgreSQL server answers at ${DEFAULT_URL} and @annals/storage-pg does not export an embedded server yet: start one or set DATABASE_URL.`,
-  );
+  if (process.env.BENCH_EMBEDDED !== '1' && (await answers(DEFAULT_URL))) return { url: DEFAULT_URL, source: 'default URL' };
+  // No server here: start an embedded one (a fresh temporary data folder, removed at the end).
+  log(`${process.env.BENCH_EMBEDDED === "1" ? "BENCH_EMBEDDED=1" : `no server answers at ${DEFAULT_URL}`}: starting an embedded PostgreSQL`);
+  const server = new storagePg.EmbeddedPostgresServer({ persistent: false });
+  const info = await server.start();
+  return { url: info.connectionString, source: 'embedded server', stop: () => server.stop() };
 }
 
 // ---- the run ------------------------------------------------------------------------------------------
@@ -590,13 +574,23 @@ interface ServerFacts {
   readonly settings: Record<string, string>;
 }
 
+/** The commit measured, with `-dirty` when the working tree has changes (they are measured too). */
+function sourceVersion(): string {
+  try {
+    const cwd = fileURLToPath(new URL('..', import.meta.url));
+    return execFileSync('git', ['describe', '--always', '--dirty'], { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5_000 }).trim();
+  } catch {
+    return 'not a git checkout';
+  }
+}
+
 function report(s: BenchSettings, server: Server, facts: ServerFacts, startedAt: Date, durationS: number): string {
   const lines: string[] = [];
   const cpus = os.cpus();
   lines.push('# Annals benchmark: latest run');
   lines.push('');
   lines.push(
-    `${startedAt.toISOString()} · ${s.rounds} measured rounds${s.quick ? ' (BENCH_QUICK smoke run: sizes too small for real figures)' : ''}, alternating which side runs first, after one warm-up round · ${durationS.toFixed(0)} s in all`,
+    `${startedAt.toISOString()} · source ${sourceVersion()} · ${s.rounds} measured rounds${s.quick ? ' (BENCH_QUICK smoke run: sizes too small for real figures)' : ''}, alternating which side runs first, after one warm-up round · ${durationS.toFixed(0)} s in all`,
   );
   lines.push(
     `Machine: ${cpus.length} × ${cpus[0]?.model ?? 'cpu'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB · Node ${process.version} · PostgreSQL ${facts.version} (${server.source}) · ${Object.entries(facts.settings)
@@ -689,6 +683,9 @@ function report(s: BenchSettings, server: Server, facts: ServerFacts, startedAt:
 // ---- main ------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
+  // A closed pipe (`npm run bench | head`) must not end the run before the schema is dropped.
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
   const startedAt = new Date();
   const t0 = now();
   const s = settings;
@@ -783,8 +780,10 @@ async function main(): Promise<void> {
     await loadBacklog(ctx, s);
     await round(ctx, s, 0, true);
     for (let i = 0; i < s.rounds; i++) await round(ctx, s, i, false);
+    const rebuild = await runProjectionRebuildBench({ url: server.url, log, quick: s.quick });
+    const aggregates = await runAggregatesBench({ url: server.url, log, quick: s.quick });
 
-    const markdown = report(s, server, facts, startedAt, (now() - t0) / 1000);
+    const markdown = report(s, server, facts, startedAt, (now() - t0) / 1000) + (rebuild ? `\n${rebuild.markdown}` : '') + (aggregates ? `\n${aggregates.markdown}` : '');
     process.stdout.write('\n' + markdown);
     const out = fileURLToPath(new URL('../results/latest.md', import.meta.url));
     mkdirSync(fileURLToPath(new URL('../results/', import.meta.url)), { recursive: true });

@@ -199,9 +199,62 @@ export class StorageError extends AnnalsError {
   }
 }
 
+/**
+ * A subscriber or projection was declared wrongly: a handler for an event its topics cannot carry,
+ * two handlers for one event, a missing event contract, an invalid name or version. Raised when it
+ * is defined or registered, never while consuming; the message names the class and method.
+ */
+export class RegistrationError extends AnnalsError {
+  readonly code = 'INVALID_REGISTRATION' as const;
+}
+
 /** The embedded PostgreSQL server could not be started or stopped. */
 export class EmbeddedServerError extends AnnalsError {
   readonly code = 'EMBEDDED_SERVER_ERROR' as const;
+}
+
+/** What a {@link WrongExpectedVersionError} reports about the stream. */
+export interface StreamVersionConflict {
+  readonly topic: string;
+  readonly partition: number;
+  /** The stream's key (UTF-8; bytes that are not UTF-8 show as U+FFFD). */
+  readonly key: string;
+  readonly expectedVersion: number | 'no-stream' | 'any';
+  readonly actualVersion: number;
+}
+
+/**
+ * An append to an event-sourced stream expected the stream at another version: another writer
+ * appended first. Nothing of the append was written. Load the stream again, decide again and
+ * retry — `annals.aggregates.handle` does so a bounded number of times. Not `retriable`: the
+ * same append would fail the same way.
+ */
+export class WrongExpectedVersionError extends AnnalsError {
+  readonly code = 'WRONG_EXPECTED_VERSION' as const;
+  readonly key: string;
+  readonly expectedVersion: number | 'no-stream' | 'any';
+  readonly actualVersion: number;
+  constructor(message: string, conflict: StreamVersionConflict, options: AnnalsErrorOptions = {}) {
+    super(message, { topic: conflict?.topic, partition: conflict?.partition, ...options });
+    this.key = conflict?.key;
+    this.expectedVersion = conflict?.expectedVersion;
+    this.actualVersion = conflict?.actualVersion;
+  }
+}
+
+/**
+ * Records at the start of an event-sourced stream are gone (removed by `deleteRecords`, or by
+ * retention after the topic's config was changed) and no snapshot covers them: its state cannot
+ * be rebuilt. Streams belong on topics with `retention.ms = -1` and `cleanup.policy = delete`.
+ */
+export class StreamTruncatedError extends AnnalsError {
+  readonly code = 'STREAM_TRUNCATED' as const;
+  /** The stream's key (UTF-8). */
+  readonly key: string;
+  constructor(message: string, key: string, options: AnnalsErrorOptions = {}) {
+    super(message, options);
+    this.key = key;
+  }
 }
 
 /** True for an {@link AnnalsError} whose operation may succeed when tried again. */

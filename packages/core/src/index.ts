@@ -24,18 +24,23 @@ export {
   OffsetOutOfRangeError,
   OutOfOrderSequenceError,
   ProducerFencedError,
+  RegistrationError,
   SchemaValidationError,
   StorageError,
+  StreamTruncatedError,
   TopicAlreadyExistsError,
   TransactionTimeoutError,
   UnknownEventTypeError,
   UnknownTopicOrPartitionError,
   UpcastError,
+  WrongExpectedVersionError,
   isRetriable,
 } from './errors.js';
-export type { AnnalsErrorOptions, ErrorContext, SchemaIssue } from './errors.js';
+export type { AnnalsErrorOptions, ErrorContext, SchemaIssue, StreamVersionConflict } from './errors.js';
 
 export { defineEvent, isEventContract } from './contracts/event.js';
+export { EventClass } from './contracts/event-class.js';
+export type { EventClassType } from './contracts/event-class.js';
 export type {
   AnySchema,
   EventContract,
@@ -59,6 +64,8 @@ export {
 export type { CleanupPolicy, ConfigEntry, TopicConfig, TopicConfigInput, TopicConfigKey } from './contracts/topic-config.js';
 export { MAX_TOPIC_NAME_LENGTH, validateTopicName } from './contracts/topic-name.js';
 export type * from './storage/log-storage.js';
+export type * from './storage/stream-storage.js';
+export type * from './storage/projection-storage.js';
 
 export { Annals } from './client/annals.js';
 export type { AnnalsInput, TransactionOptions } from './client/annals.js';
@@ -100,6 +107,62 @@ export { CONTENT_TYPE_HEADER, EVENT_TYPE_HEADER, SCHEMA_VERSION_HEADER, decodeEv
 export type { DecodedEvent } from './client/events.js';
 export { backoff, resolveRetry, withRetry } from './client/retry.js';
 export type { Retry, RetryInput } from './client/retry.js';
+
+export { On, Projection, Subscriber, decoratedClasses, definitionOf, isDecoratedClass } from './framework/decorators.js';
+export { defineProjection, defineSubscriber, isProjectionDefinition, isSubscriberDefinition, on } from './framework/definitions.js';
+export type {
+  EventsOfTopics,
+  HandlerEntry,
+  ProjectionConsumerOptions,
+  ProjectionDefinition,
+  ProjectionDefinitionInput,
+  ProjectionOptions,
+  SubscriberConsumerOptions,
+  SubscriberDefinition,
+  SubscriberDefinitionInput,
+  SubscriberOptions,
+} from './framework/definitions.js';
+export type { DocumentStore, EventMetadata, HandlerContext, HandlerTx, ProjectionContext, ProjectionSetupContext } from './framework/context.js';
+export { projectionGroupId } from './framework/projection-runner.js';
+export type { ProjectionRunState, RebuildOptions, RebuildProgress, RebuildResult } from './framework/projection-runner.js';
+export type { HandlerStats } from './framework/subscriber-runner.js';
+export type {
+  ProjectionCheckpoint,
+  ProjectionStatus,
+  ProjectionVersionReport,
+  Projections,
+  RegisterOptions,
+  Registrable,
+  Registration,
+} from './framework/runtime.js';
+
+export { defineDecider, isDecider } from './aggregates/decider.js';
+export type {
+  AnyEventContract,
+  CommandOf,
+  Decider,
+  DeciderInput,
+  EventData,
+  EventsOfDecider,
+  EventsOfTopic,
+  NewEvent,
+  SnapshotPolicy,
+  SnapshotPolicyInput,
+  StateOf,
+  StreamEvent,
+} from './aggregates/decider.js';
+export { Aggregates, TransactionAggregates } from './aggregates/aggregates.js';
+export type {
+  AggregateState,
+  AppendToStreamOptions,
+  CarriesEvents,
+  HandleOptions,
+  HandleResult,
+  LoadedStream,
+  StreamAppended,
+  StreamKey,
+  TransactionHandleResult,
+} from './aggregates/aggregates.js';
 
 export { jsonCodec, msgpackCodec, resolveDecodeLimits } from './codec/index.js';
 export type { Codec, DecodeLimits, DecodeLimitsInput, JsonCodecOptions, MsgpackCodecOptions } from './codec/index.js';

@@ -107,6 +107,40 @@ function migrations(schema: string): Record<string, Migration> {
         for (const name of ['group_offsets', 'partition_owners', 'group_members']) await sql`DROP TABLE ${t(name)}`.execute(db);
       },
     },
+    '0003_aggregates': {
+      async up(db: AnyDb) {
+        // Loading a stream reads the records of one key: this index makes that cost the stream's
+        // length, not the partition's. Keyless records (most non-aggregate traffic) stay out of it.
+        await sql`CREATE INDEX records_stream_idx ON ${t('records')} (topic, partition, key, "offset") WHERE key IS NOT NULL`.execute(db);
+        // Per stream: its version up to last_offset (a cache of the count of its records, kept
+        // under the partition's head lock; records after last_offset are counted on top), and the
+        // partition it lives in.
+        await sql`CREATE TABLE ${t('stream_versions')} (
+          topic        text NOT NULL REFERENCES ${t('topics')} (name) ON DELETE CASCADE,
+          key          bytea NOT NULL,
+          partition    integer NOT NULL,
+          version      bigint NOT NULL,
+          last_offset  bigint NOT NULL,
+          PRIMARY KEY (topic, key)
+        )`.execute(db);
+        // One snapshot per aggregate type and stream: the state after `version` events.
+        await sql`CREATE TABLE ${t('stream_snapshots')} (
+          name            text NOT NULL,
+          topic           text NOT NULL REFERENCES ${t('topics')} (name) ON DELETE CASCADE,
+          key             bytea NOT NULL,
+          schema_version  integer NOT NULL,
+          version         bigint NOT NULL,
+          "offset"        bigint NOT NULL,
+          state           bytea NOT NULL,
+          taken_at        timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (name, topic, key)
+        )`.execute(db);
+      },
+      async down(db: AnyDb) {
+        for (const name of ['stream_snapshots', 'stream_versions']) await sql`DROP TABLE ${t(name)}`.execute(db);
+        await sql`DROP INDEX ${t('records_stream_idx')}`.execute(db);
+      },
+    },
     '0004_retention': {
       async up(db: AnyDb) {
         // Segments: each topic's records live in a table of their own, range-partitioned by
@@ -214,6 +248,33 @@ END $fn$`).execute(db);
       },
       async down() {
         throw new Error('0004_retention cannot be rolled back: the segmented layout holds the records.');
+      },
+    },
+    '0005_projections': {
+      async up(db: AnyDb) {
+        // One row per projection: the read-model version readers are served from.
+        await sql`CREATE TABLE ${t('projections')} (
+          name            text PRIMARY KEY,
+          active_version  integer,
+          updated_at      timestamptz NOT NULL DEFAULT now()
+        )`.execute(db);
+        // One row per read-model version: batches share-lock it (the fence), a swap locks it for update.
+        await sql`CREATE TABLE ${t('projection_versions')} (
+          name          text NOT NULL REFERENCES ${t('projections')} (name) ON DELETE CASCADE,
+          version       integer NOT NULL,
+          status        text NOT NULL CHECK (status IN ('building', 'active', 'retired')),
+          owner         text,
+          read_schema   text NOT NULL,
+          tables        text[] NOT NULL,
+          documents     text[] NOT NULL,
+          created_at    timestamptz NOT NULL DEFAULT now(),
+          activated_at  timestamptz,
+          retired_at    timestamptz,
+          PRIMARY KEY (name, version)
+        )`.execute(db);
+      },
+      async down(db: AnyDb) {
+        for (const name of ['projection_versions', 'projections']) await sql`DROP TABLE ${t(name)}`.execute(db);
       },
     },
   };

@@ -19,8 +19,9 @@ describe('migrations', () => {
     const client = await adminClient();
     try {
       const names = migrationNames();
-      expect(names.slice(0, 2)).toEqual(['0001_log', '0002_consumer_groups']);
+      expect(names.slice(0, 3)).toEqual(['0001_log', '0002_consumer_groups', '0003_aggregates']);
       expect(names).toContain('0004_retention');
+      expect(names).toContain('0005_projections');
       expect((await migrateToLatest(db, schema, '0001_log')).applied).toEqual(['0001_log']);
       expect(await tablesOf(client, schema)).toEqual(['annals_migration', 'annals_migration_lock', 'partitions', 'producer_state', 'records', 'topics', 'transactional_ids']);
       expect((await migrateToLatest(db, schema, '0002_consumer_groups')).applied).toEqual(['0002_consumer_groups']);
@@ -30,8 +31,44 @@ describe('migrations', () => {
       await migrateDown(db, schema);
       expect(await tablesOf(client, schema)).toEqual(['annals_migration', 'annals_migration_lock']);
       expect((await migrateToLatest(db, schema)).applied).toEqual(names);
-      expect(await tablesOf(client, schema)).toEqual(expect.arrayContaining(['segments', 'time_index', 'partition_owners']));
+      expect(await tablesOf(client, schema)).toEqual(expect.arrayContaining(['segments', 'time_index', 'partition_owners', 'projections', 'projection_versions']));
       expect((await migrateToLatest(db, schema)).applied).toEqual([]);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('0003_aggregates adds the stream tables and the partial (topic, partition, key, offset) index, rolls back, and its index survives the move to segments', async () => {
+    const schema = `m_${randomBytes(4).toString('hex')}`;
+    const pool = new pg.Pool({ connectionString: database.connectionString });
+    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+    const client = await adminClient();
+    const streamIndexes = async () =>
+      (
+        await client.query(`SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%(topic, partition, key, "offset")%' ORDER BY tablename`, [schema])
+      ).rows as Array<{ tablename: string; indexdef: string }>;
+    try {
+      await migrateToLatest(db, schema, '0003_aggregates');
+      expect(await tablesOf(client, schema)).toEqual(expect.arrayContaining(['stream_versions', 'stream_snapshots']));
+      expect((await streamIndexes()).map((i) => [i.tablename, /WHERE \(key IS NOT NULL\)/.test(i.indexdef)])).toEqual([['records', true]]);
+      await migrateDown(db, schema);
+      expect(await tablesOf(client, schema)).not.toContain('stream_versions');
+      expect(await streamIndexes()).toEqual([]);
+      await migrateToLatest(db, schema, '0003_aggregates');
+      await client.query(`INSERT INTO "${schema}".topics (name, partitions, config) VALUES ('old', 1, '{}')`);
+      await client.query(`INSERT INTO "${schema}".partitions (topic, partition, next_offset) VALUES ('old', 0, 2)`);
+      await client.query(`INSERT INTO "${schema}".records (topic, partition, "offset", "timestamp", key, value) VALUES ('old', 0, 0, now(), 'k', 'a'), ('old', 0, 1, now(), 'k', 'b')`);
+      await migrateToLatest(db, schema);
+      const after = await streamIndexes();
+      expect(after.map((i) => i.tablename)).toEqual(expect.arrayContaining(['records', 'records_t1', 'records_t1_p0_0']));
+      expect(after.every((i) => /WHERE \(key IS NOT NULL\)/.test(i.indexdef))).toBe(true);
+      const storage = new PgLogStorage({ connectionString: database.connectionString, schema });
+      await storage.connect();
+      try {
+        expect((await storage.readStream('old', 0, Buffer.from('k'))).records.map((r) => Buffer.from(r.value!).toString())).toEqual(['a', 'b']);
+      } finally {
+        await storage.disconnect();
+      }
     } finally {
       await db.destroy();
     }

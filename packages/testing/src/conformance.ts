@@ -33,6 +33,7 @@ import {
 } from '@annals/core';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describeStreamConformance } from './conformance-streams.js';
 
 /** What a conformance factory returns: a new, empty store, and how to dispose of it. */
 export interface ConformanceStore {
@@ -1076,6 +1077,10 @@ export function describeLogStorageConformance(
     });
 
     // ---- properties --------------------------------------------------------------------------
+
+    // ---- event-sourced streams (conformance-streams.ts) ---------------------------------------
+
+    describeStreamConformance({ storage: () => storage, fcParams, propertyRuns });
 
     describe('properties', () => {
       let run = 0;

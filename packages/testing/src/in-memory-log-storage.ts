@@ -88,7 +88,14 @@ import {
   type TopicConfig,
   type TopicDescription,
   type TopicSpec,
+  type SnapshotWrite,
+  type StreamAppendResult,
+  type StreamExpectation,
+  type StreamReadOptions,
+  type StreamSlice,
 } from '@annals/core';
+import { InMemoryProjectionStore } from './in-memory-projection-store.js';
+import { InMemoryStreams, type StreamCounter } from './in-memory-streams.js';
 
 // ---- InMemoryDatabase ------------------------------------------------------------------------
 
@@ -563,6 +570,8 @@ interface TransactionEngine<DB extends TableSchema> {
   assertConnected(): void;
   appendIn(txn: InMemoryTransaction<DB>, appends: readonly PartitionAppend[], options: AppendOptions): Promise<PartitionAppendResult[]>;
   commitOffsetsIn(txn: InMemoryTransaction<DB>, groupId: string, commits: readonly OffsetCommit[], fence: CommitFence | undefined): void;
+  appendToStreamsIn(txn: InMemoryTransaction<DB>, appends: readonly PartitionAppend[], streams: readonly StreamExpectation[]): Promise<StreamAppendResult>;
+  readStreamIn(txn: InMemoryTransaction<DB>, topic: string, partition: number, key: Uint8Array, options: StreamReadOptions | undefined): StreamSlice;
   /** Last checks, then applies everything in one synchronous step. Throws (applying nothing) on a failed check. */
   apply(txn: InMemoryTransaction<DB>): void;
 }
@@ -581,6 +590,8 @@ class InMemoryTransaction<DB extends TableSchema> implements DeferredTransaction
   readonly fences: Fence[] = [];
   offsets = new Map<string, StagedOffset>();
   readonly offsetFences: OffsetFence[] = [];
+  /** Staged stream counters (in-memory-streams.ts), applied with the records at commit. */
+  streamCounters = new Map<string, StreamCounter>();
   readonly #engine: TransactionEngine<DB>;
   readonly #timeoutMs: number | undefined;
   readonly #started: number;
@@ -625,6 +636,18 @@ class InMemoryTransaction<DB extends TableSchema> implements DeferredTransaction
       this.#begin();
       this.#engine.commitOffsetsIn(this, groupId, commits, fence);
     });
+  }
+
+  appendToStreams(appends: readonly PartitionAppend[], streams: readonly StreamExpectation[]): Promise<StreamAppendResult> {
+    if (appends.length === 0 && streams.length === 0) return Promise.resolve({ appends: [], streams: [] });
+    return this.#enqueue(() => {
+      this.#begin();
+      return this.#engine.appendToStreamsIn(this, appends, streams);
+    });
+  }
+
+  readStream(topic: string, partition: number, key: Uint8Array, options?: StreamReadOptions): Promise<StreamSlice> {
+    return this.#enqueue(() => this.#engine.readStreamIn(this, topic, partition, key, options));
   }
 
   async savepoint<T>(fn: () => Promise<T>): Promise<T> {
@@ -724,6 +747,7 @@ class InMemoryTransaction<DB extends TableSchema> implements DeferredTransaction
     const fences = this.fences.length;
     const offsets = new Map(this.offsets);
     const offsetFences = this.offsetFences.length;
+    const streamCounters = new Map(this.streamCounters);
     const rows = this.#db?.save();
     const held = new Set(this.owner.held);
     return () => {
@@ -736,6 +760,7 @@ class InMemoryTransaction<DB extends TableSchema> implements DeferredTransaction
       this.fences.length = fences;
       this.offsets = offsets;
       this.offsetFences.length = offsetFences;
+      this.streamCounters = streamCounters;
       this.#db?.restore(rows);
       this.#engine.locks.releaseKeys(
         this.owner,
@@ -748,6 +773,7 @@ class InMemoryTransaction<DB extends TableSchema> implements DeferredTransaction
     this.staged.clear();
     this.sequences.clear();
     this.offsets.clear();
+    this.streamCounters.clear();
     this.#db?.discard();
   }
 
@@ -901,6 +927,14 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     return this.#options.database;
   }
 
+  #projections: InMemoryProjectionStore<DB> | undefined;
+
+  /** Projection bookkeeping and document read models (see `in-memory-projection-store.ts`). */
+  get projections(): InMemoryProjectionStore<DB> {
+    this.#projections ??= new InMemoryProjectionStore(() => this.db, () => this.now());
+    return this.#projections;
+  }
+
   /** The store's clock (see {@link InMemoryLogStorageInput.now}). */
   now(): number {
     return this.#options.now();
@@ -983,6 +1017,7 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     for (const name of names) this.#topic(name);
     const deleted = new Set(names);
     for (const name of deleted) this.#topics.delete(name);
+    this.#streams.forgetTopics(deleted);
     for (const key of [...this.#sequences.keys()]) {
       const topic = key.split('\u0000')[1]!;
       if (deleted.has(topic)) this.#sequences.delete(key);
@@ -1158,6 +1193,8 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     assertConnected: () => this.#assertConnected(),
     appendIn: (txn, appends, options) => this.#appendIn(txn, appends, options),
     commitOffsetsIn: (txn, groupId, commits, fence) => this.#commitOffsetsIn(txn, groupId, commits, fence),
+    appendToStreamsIn: (txn, appends, streams) => this.#streams.appendIn(txn, appends, streams),
+    readStreamIn: (txn, topic, partition, key, options) => this.#streams.read(txn, topic, partition, key, options),
     apply: (txn) => this.#apply(txn),
   };
 
@@ -1177,6 +1214,7 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
       log.records.push(...records);
     }
     for (const [key, state] of txn.sequences) this.#sequences.set(key, state);
+    this.#streams.apply(txn);
     const committedAt = Math.floor(this.now());
     for (const o of txn.offsets.values()) {
       this.#group(o.groupId).offsets.set(partitionKey(o.topic, o.partition), { offset: o.offset, metadata: o.metadata, committedAt });
@@ -1283,6 +1321,64 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
         );
       }
     });
+  }
+
+  // ---- event-sourced streams (in-memory-streams.ts) ----------------------------------------------
+
+  readonly #streams: InMemoryStreams<InMemoryTransaction<DB>> = new InMemoryStreams<InMemoryTransaction<DB>>({
+    log: (topic, partition) => this.#partition(topic, partition),
+    config: (topic) => this.#topic(topic).config,
+    staged: (txn, log) => txn?.staged.get(log as PartitionLog) ?? [],
+    validate: (appends) => {
+      const keys = new Set<string>();
+      for (const a of appends) {
+        const key = partitionKey(a.topic, a.partition);
+        if (keys.has(key)) throw new InvalidOptionsError(`Append lists ${a.topic}[${a.partition}] twice; merge its records first.`);
+        keys.add(key);
+      }
+      this.#resolveAppends(appends);
+    },
+    lock: async (txn, partitions) => {
+      txn.assertNotAborted();
+      try {
+        await this.#locks.acquire(
+          txn.owner,
+          partitions.map((p) => partitionKey(p.topic, p.partition)),
+        );
+      } catch (error) {
+        if (error instanceof ConcurrentTransactionsError) txn.abort(error);
+        throw error;
+      }
+      txn.assertNotAborted();
+    },
+    appendIn: (txn, appends) => (appends.length === 0 ? Promise.resolve([]) : this.#appendIn(txn, appends, {})),
+    now: () => this.now(),
+  });
+
+  /**
+   * Appends after checking, under the partitions' locks, that every stream is at its expected
+   * version (`WrongExpectedVersionError` otherwise, writing nothing). See `stream-storage.ts`.
+   */
+  async appendToStreams(appends: readonly PartitionAppend[], streams: readonly StreamExpectation[], options: AppendOptions = {}): Promise<StreamAppendResult> {
+    this.#assertConnected();
+    if (streams.length === 0) return { appends: await this.append(appends, { acks: options.acks ?? -1 }), streams: [] };
+    return this.transaction((tx) => tx.appendToStreams(appends, streams));
+  }
+
+  /** A stream's version, its snapshot (if asked for and present) and its records after it. */
+  async readStream(topic: string, partition: number, key: Uint8Array, options: StreamReadOptions = {}): Promise<StreamSlice> {
+    this.#assertConnected();
+    return this.#streams.read(undefined, topic, partition, key, options);
+  }
+
+  async saveSnapshot(snapshot: SnapshotWrite): Promise<boolean> {
+    this.#assertConnected();
+    return this.#streams.saveSnapshot(snapshot);
+  }
+
+  async deleteSnapshots(name: string): Promise<number> {
+    this.#assertConnected();
+    return this.#streams.deleteSnapshots(name);
   }
 
   // ---- consumer groups -----------------------------------------------------------------------

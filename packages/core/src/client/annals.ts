@@ -17,6 +17,8 @@ import { Producer, type ProducerInput } from './producer.js';
 import { PartitionReader, type ReaderInput } from './reader.js';
 import { resolveRetry, withRetry, type RetryInput } from './retry.js';
 import { BufferedTransaction, type AnnalsTransaction } from './transaction.js';
+import { HandlerRuntime, type Projections, type Registrable, type RegisterOptions, type Registration } from '../framework/runtime.js';
+import { Aggregates } from '../aggregates/aggregates.js';
 
 /** Options of `new Annals(...)`. */
 export interface AnnalsInput<TDb> {
@@ -58,6 +60,8 @@ export class Annals<TDb = unknown> {
   readonly #consumers = new Set<Consumer<TDb>>();
   readonly #readers = new Set<PartitionReader>();
   #connecting: Promise<void> | undefined;
+  #handlers: HandlerRuntime<TDb> | undefined;
+  #aggregates: Aggregates | undefined;
 
   constructor(input: AnnalsInput<TDb>) {
     if (!input || typeof input.clientId !== 'string' || input.clientId.length === 0) {
@@ -108,6 +112,7 @@ export class Annals<TDb = unknown> {
    * disconnects the storage (never ending a pool you passed in). Idempotent.
    */
   async disconnect(): Promise<void> {
+    await this.#handlers?.stop().catch(() => {});
     await Promise.all([...this.#consumers].map((c) => c.disconnect().catch(() => {})));
     await Promise.all([...this.#readers].map((r) => r.stop()));
     const connecting = this.#connecting;
@@ -145,6 +150,54 @@ export class Annals<TDb = unknown> {
     const consumer = new Consumer(this.#ctx, options);
     this.#consumers.add(consumer);
     return consumer;
+  }
+
+  #runtime(): HandlerRuntime<TDb> {
+    this.#handlers ??= new HandlerRuntime(this.#ctx, (options) => this.consumer(options));
+    return this.#handlers;
+  }
+
+  /**
+   * Registers a subscriber or projection: an instance (or class) decorated with `@Subscriber` /
+   * `@Projection`, or a `defineSubscriber` / `defineProjection` definition. Misuse — a handler for
+   * an event its topics cannot carry, two handlers for one event, a missing contract — throws a
+   * `RegistrationError` naming the class and method. Registrations start with `annals.start()`
+   * (at once when it was already called).
+   *
+   * @example
+   * ```ts
+   * annals.register(new Payments(repository));
+   * annals.register(OrderTotals, { resolve: (cls) => container.get(cls) });
+   * await annals.start();
+   * ```
+   */
+  register(target: Registrable, options?: RegisterOptions): Registration {
+    return this.#runtime().register(target, options);
+  }
+
+  /** Starts every registered subscriber (resolves once they joined their groups) and projection. Idempotent. */
+  async start(): Promise<void> {
+    await this.#runtime().start();
+  }
+
+  /** Projections: rebuild, status (version, checkpoint, lag), read names, documents. */
+  get projections(): Projections {
+    return this.#runtime().projections;
+  }
+
+  /**
+   * Event-sourced aggregates: streams (the records of one key in one topic) with expected-version
+   * appends, deciders with `handle` (load, decide, append, retry on conflict), snapshots.
+   * See docs/event-sourcing.md.
+   *
+   * @example
+   * ```ts
+   * const { state, version } = await annals.aggregates.handle(Order, orders, 'o-1', { type: 'pay', orderId: 'o-1' });
+   * ```
+   */
+  get aggregates(): Aggregates {
+    this.#aggregates ??= new Aggregates(this.#ctx);
+    return this.#aggregates;
   }
 
   /** A reader of partitions assigned by hand, with `seek` (no consumer group). */

@@ -17,7 +17,7 @@
  * offset advance in the same transaction. Nothing is skipped silently.
  */
 import { hostname } from 'node:os';
-import type { EventContract } from '../contracts/event.js';
+import type { EventContract, EventInputOf } from '../contracts/event.js';
 import { isTopicContract, type TopicContract } from '../contracts/topic.js';
 import {
   AnnalsError,
@@ -41,6 +41,7 @@ import { toKafkaMessage, type KafkaMessage } from './messages.js';
 import { groupByPartition, prepareEvent, prepareMessages, StickyPartitions, type PreparedRecord, type PublishOptions } from './prepare.js';
 import type { ProducerRecord } from './producer.js';
 import { backoff, resolveRetry, sleep, type Retry, type RetryInput } from './retry.js';
+import { TransactionAggregates } from '../aggregates/aggregates.js';
 
 /** What happens to a record whose handler failed its last attempt (or that cannot be decoded). */
 export type FailurePolicy = 'stop' | 'pause' | 'dead-letter';
@@ -135,9 +136,15 @@ export interface HandlerTransaction<TDb> {
   /** The application's database in the batch's transaction (begun on first use). */
   readonly db: TDb;
   /** Publishes a typed event in the handler's transaction. */
-  publish<C extends EventContract<string, any>>(topic: TopicContract, event: C, payload: unknown, options?: PublishOptions): Promise<void>;
+  publish<C extends EventContract<string, any>>(topic: TopicContract, event: C, payload: EventInputOf<C>, options?: PublishOptions): Promise<void>;
   /** Sends raw messages in the handler's transaction. */
   send(record: ProducerRecord): Promise<void>;
+  /**
+   * Event-sourced streams in the handler's transaction. Appends are checked at once (under the
+   * record's savepoint): a conflict fails this record, which the consumer retries — loading and
+   * deciding again — and the appended events commit with the batch's offset advance.
+   */
+  readonly aggregates: TransactionAggregates;
 }
 
 /** `eachMessage`'s argument (KafkaJS's `EachMessagePayload`, plus `tx`). */
@@ -150,6 +157,8 @@ export interface EachMessagePayload<TDb> {
   readonly pause: () => () => void;
   /** Exactly-once writes: see {@link HandlerTransaction}. */
   readonly tx: HandlerTransaction<TDb>;
+  /** Aborted when this partition is revoked or the consumer stops: a long handler should give up. */
+  readonly signal: AbortSignal;
 }
 
 /** `eachEvent`'s argument: the message decoded and upcast by the topic's contract. */
@@ -182,6 +191,8 @@ export interface EachBatchPayload<TDb> {
   isRunning(): boolean;
   isStale(): boolean;
   readonly tx: HandlerTransaction<TDb>;
+  /** Aborted when this partition is revoked or the consumer stops. */
+  readonly signal: AbortSignal;
 }
 
 export interface ConsumerRunConfig<TDb> {
@@ -253,6 +264,8 @@ class PartitionState {
   worker: Promise<void> | undefined;
   /** Bumped by seek: a batch in hand is dropped after the record being handled. */
   seekGeneration = 0;
+  /** Handlers' `signal`: aborted on revocation and on stop. */
+  readonly abort = new AbortController();
 
   constructor(tp: TopicPartition, generation: bigint, position: bigint, committed: bigint | null) {
     this.topic = tp.topic;
@@ -422,7 +435,10 @@ export class Consumer<TDb = unknown> {
   async stop(): Promise<void> {
     this.#stopping = true;
     this.#coordinatorWake?.();
-    for (const state of this.#owned.values()) state.poke();
+    for (const state of this.#owned.values()) {
+      state.abort.abort();
+      state.poke();
+    }
     await this.#running?.catch(() => {});
   }
 
@@ -615,6 +631,7 @@ export class Consumer<TDb = unknown> {
       // Let workers finish their batch; their commits succeed only while we still own the partitions.
       for (const state of this.#owned.values()) {
         state.revoked = true;
+        state.abort.abort();
         state.poke();
       }
       await Promise.all([...this.#owned.values()].map((s) => s.worker?.catch(() => {})));
@@ -640,6 +657,7 @@ export class Consumer<TDb = unknown> {
     }
     for (const state of releasing) {
       state.revoked = true;
+      state.abort.abort();
       state.poke();
       await state.worker?.catch(() => {});
       this.#owned.delete(key(state.topic, state.partition));
@@ -786,6 +804,7 @@ export class Consumer<TDb = unknown> {
         return () => this.resume([{ topic: state.topic, partitions: [state.partition] }]);
       },
       tx: batch.handle,
+      signal: state.abort.signal,
     };
   }
 
@@ -935,7 +954,8 @@ export class Consumer<TDb = unknown> {
   }
 }
 
-class UndecodableRecord extends Error {
+/** @internal Thrown by a handler layer that decodes records itself: routed by policy at once, without retries. */
+export class UndecodableRecord extends Error {
   constructor(cause: unknown) {
     super('The record cannot be decoded.', { cause });
   }
@@ -964,6 +984,7 @@ class BatchTransaction<TDb> {
   #committed: PreparedRecord[] = [];
   #current: PreparedRecord[] = [];
   readonly handle: HandlerTransaction<TDb>;
+  #aggregates: TransactionAggregates | undefined;
 
   constructor(ctx: ClientContext<TDb>) {
     this.#ctx = ctx;
@@ -978,6 +999,14 @@ class BatchTransaction<TDb> {
       },
       send: async (record) => {
         self.#current.push(...(await prepareMessages(ctx, record.topic, record.messages, self.#sticky)));
+      },
+      get aggregates() {
+        // Appends go to the batch's transaction at once (it may be replaced after a checkpoint).
+        self.#aggregates ??= new TransactionAggregates(ctx, {
+          read: (topic, partition, key, options) => self.#tx.readStream(topic, partition, key, options),
+          append: (records, stream) => self.#tx.appendToStreams(groupByPartition(records).appends, [stream]),
+        });
+        return self.#aggregates;
       },
     };
   }

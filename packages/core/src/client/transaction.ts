@@ -1,6 +1,7 @@
 import type { EventContract, EventInputOf } from '../contracts/event.js';
 import type { TopicContract } from '../contracts/topic.js';
 import { InvalidTransactionStateError } from '../errors.js';
+import { StreamBuffer, TransactionAggregates } from '../aggregates/aggregates.js';
 import type { StorageTransaction } from '../storage/log-storage.js';
 import type { ClientContext } from './context.js';
 import { groupByPartition, prepareEvent, prepareMessages, StickyPartitions, type PreparedRecord, type PublishOptions } from './prepare.js';
@@ -23,6 +24,12 @@ export interface AnnalsTransaction<TDb> {
   /** Sends raw messages in this transaction (KafkaJS's shape). */
   send(record: ProducerRecord): Promise<void>;
   sendBatch(batch: ProducerBatch): Promise<void>;
+  /**
+   * Event-sourced streams in this transaction. Appends are buffered like publishes and checked at
+   * commit (under the head locks): a stream not at the expected version fails the transaction with
+   * `WrongExpectedVersionError`, and nothing of it is written.
+   */
+  readonly aggregates: TransactionAggregates;
 }
 
 /** @internal Buffers a transaction's publishes; `flush` appends them just before COMMIT. */
@@ -31,6 +38,8 @@ export class BufferedTransaction<TDb> implements AnnalsTransaction<TDb> {
   readonly #stx: StorageTransaction<TDb>;
   readonly #sticky = new StickyPartitions();
   readonly #records: PreparedRecord[] = [];
+  readonly #streams = new StreamBuffer();
+  #aggregates: TransactionAggregates | undefined;
   #closed = false;
 
   constructor(ctx: ClientContext<TDb>, stx: StorageTransaction<TDb>) {
@@ -69,13 +78,32 @@ export class BufferedTransaction<TDb> implements AnnalsTransaction<TDb> {
     for (const tm of batch.topicMessages) this.#records.push(...(await prepareMessages(this.#ctx, tm.topic, tm.messages, this.#sticky)));
   }
 
-  /** Appends everything buffered (taking partition locks only now) and closes the handle. */
+  get aggregates(): TransactionAggregates {
+    this.#checkOpen();
+    this.#aggregates ??= new TransactionAggregates(this.#ctx, {
+      read: (topic, partition, key, options) => {
+        this.#checkOpen();
+        return this.#stx.readStream(topic, partition, key, options);
+      },
+      append: async (records, stream) => {
+        this.#checkOpen();
+        this.#streams.add(stream, records.length);
+        this.#records.push(...records);
+        return undefined;
+      },
+    });
+    return this.#aggregates;
+  }
+
+  /** Appends everything buffered (taking partition locks only now), checks stream versions, and closes the handle. */
   async flush(): Promise<void> {
     this.#checkOpen();
     this.#closed = true;
-    if (this.#records.length === 0) return;
+    const streams = this.#streams.expectations;
+    if (this.#records.length === 0 && streams.length === 0) return;
     const { appends } = groupByPartition(this.#records);
-    await this.#stx.append(appends);
+    if (streams.length > 0) await this.#stx.appendToStreams(appends, streams);
+    else await this.#stx.append(appends);
   }
 
   close(): void {

@@ -26,10 +26,12 @@ type Next = [
 type NumericKeys<V> = Extract<keyof V, number>;
 type SuccessorOf<K> = K extends keyof Next ? Next[K] : never;
 
-/** The latest version number of a version map: the key whose successor is not a key. */
-export type LatestVersion<V extends VersionMap> = {
-  [K in NumericKeys<V>]: SuccessorOf<K> extends keyof V ? never : K;
-}[NumericKeys<V>];
+/** The latest version number of a version map: the key whose successor is not a key (`number` for `any`). */
+export type LatestVersion<V extends VersionMap> = 0 extends 1 & V
+  ? number
+  : {
+      [K in NumericKeys<V>]: SuccessorOf<K> extends keyof V ? never : K;
+    }[NumericKeys<V>];
 
 /** Upcasters: for every version but the latest, a function from it to the next version's input. */
 export type Upcasters<V extends VersionMap> = {
@@ -47,10 +49,13 @@ export interface EventDefinitionInput<T extends string, V extends VersionMap> {
   readonly upcast?: NoInfer<Upcasters<V>>;
 }
 
-/** The payload type of an event contract's latest version, as publishers give it and handlers get it. */
-export type EventOf<C> = C extends EventContract<string, infer V> ? z.output<V[LatestVersion<V>]> : never;
+/**
+ * The payload type of an event contract's latest version, as publishers give it and handlers get
+ * it. For an event class (`EventClass`), its instance type: handlers receive instances.
+ */
+export type EventOf<C> = C extends abstract new (payload: any) => infer I ? I : C extends EventContract<string, infer V> ? z.output<V[LatestVersion<V>]> : never;
 /** The input type accepted by `publish` for a contract (before zod defaults/transforms). */
-export type EventInputOf<C> = C extends EventContract<string, infer V> ? z.input<V[LatestVersion<V>]> : never;
+export type EventInputOf<C> = C extends abstract new (payload: infer P) => any ? P : C extends EventContract<string, infer V> ? z.input<V[LatestVersion<V>]> : never;
 
 /** A schema-versioned event contract. Made by {@link defineEvent}. */
 export interface EventContract<T extends string = string, V extends VersionMap = VersionMap> {
@@ -201,5 +206,6 @@ export function defineEvent<const T extends string, const V extends VersionMap>(
 }
 
 export function isEventContract(value: unknown): value is EventContract {
-  return typeof value === 'object' && value !== null && (value as EventContract).kind === 'annals.event';
+  // A function too: an event class (`EventClass`) is a contract.
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && (value as EventContract).kind === 'annals.event';
 }

@@ -15,6 +15,8 @@
  * Offsets are `bigint` here; the KafkaJS-shaped layer turns them into strings.
  */
 import type { TopicConfig } from '../contracts/topic-config.js';
+import type { ProjectionStore } from './projection-storage.js';
+import type { StreamStorage, StreamTransaction } from './stream-storage.js';
 
 /** Record headers as stored: header name → bytes. */
 export type StoredHeaders = Readonly<Record<string, Uint8Array>>;
@@ -118,8 +120,8 @@ export interface ProducerIdentity {
 /** Called with the partition that received records; may be called spuriously. */
 export type AppendListener = (topic: string, partition: number) => void;
 
-/** A storage transaction: what `annals.transaction` builds on. */
-export interface StorageTransaction<TDb> {
+/** A storage transaction: what `annals.transaction` builds on. Stream appends and reads: see `stream-storage.ts`. */
+export interface StorageTransaction<TDb> extends StreamTransaction {
   /** The application's database handle, in this transaction (a Kysely transaction for Postgres). */
   readonly db: TDb;
   /** Appends in this transaction; visible when it commits. */
@@ -138,7 +140,8 @@ export interface DeferredTransaction<TDb> extends StorageTransaction<TDb> {
   readonly begun: boolean;
   /**
    * Runs `fn` under a savepoint (when the transaction has begun): if `fn` throws, only its own
-   * writes roll back. If `fn` begins the transaction and throws, the whole transaction rolls back.
+   * writes roll back. If `fn` begins the transaction and throws, what it wrote rolls back and the
+   * transaction is as if never begun (still usable).
    */
   savepoint<T>(fn: () => Promise<T>): Promise<T>;
   /** Commits (a no-op if never begun). */
@@ -155,7 +158,7 @@ export interface StorageTransactionOptions {
 }
 
 /** The storage port. Every method may throw an `AnnalsError`; retriable ones say so. */
-export interface LogStorage<TDb = unknown> extends GroupStorage {
+export interface LogStorage<TDb = unknown> extends GroupStorage, StreamStorage {
   /** A short description for logs, e.g. `postgres 127.0.0.1:5432/app (schema annals)`. */
   readonly description: string;
   /** Connects and applies migrations. Idempotent and safe to call concurrently. */
@@ -192,6 +195,8 @@ export interface LogStorage<TDb = unknown> extends GroupStorage {
   fetch(topic: string, partition: number, offset: bigint, limits: FetchLimits): Promise<FetchResult>;
   /** Calls `listener` after commits that appended to `topics`. Resolves once listening. */
   watch(topics: readonly string[], listener: AppendListener): Promise<() => Promise<void>>;
+  /** Projection bookkeeping and read models (see `projection-storage.ts`); absent on stores without projections. */
+  readonly projections?: ProjectionStore<TDb>;
 }
 
 // ---- consumer groups ---------------------------------------------------------------------------
