@@ -165,6 +165,7 @@ describe('failure policies', () => {
     });
     await waitFor('after and other', () => done.length === 2);
     expect(done.sort()).toEqual(['after', 'other']);
+    await waitFor('committed past the poison record', async () => (await annals.admin().fetchOffsets({ groupId: 'dlq-g', topics: ['work'] }))[0]!.partitions[0]!.offset === '2');
     const { messages } = await annals.fetch('work.dlq', 0, 0n);
     expect(messages.length).toBe(1);
     const dead = messages[0]!;
@@ -198,6 +199,26 @@ describe('failure policies', () => {
     consumer.resume([{ topic: 'pausing', partitions: [0] }]);
     await waitFor('partition 0 resumed', () => done.length === 3);
     expect(done).toEqual(['1:fine', '0:bad', '0:next']);
+  });
+
+  it('regression: records appended to a paused partition do not make the worker spin', async () => {
+    const annals = freshAnnals();
+    await annals.admin().createTopics({ topics: [{ topic: 'held' }] });
+    const consumer = annals.consumer({ groupId: 'held-g', ...fast });
+    running.push(consumer);
+    const done: string[] = [];
+    await consumer.subscribe({ topic: 'held', fromBeginning: true });
+    await consumer.run({ eachMessage: async ({ message }) => void done.push(message.value!.toString()) });
+    await waitFor('owned', () => consumer.assignment().length === 1);
+    consumer.pause([{ topic: 'held' }]);
+    await annals.producer().send({ topic: 'held', messages: [{ value: 'while paused' }] });
+    // A spinning worker would starve timers: this sleep would never end within the test timeout.
+    const started = Date.now();
+    await sleep(300);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(done).toEqual([]);
+    consumer.resume([{ topic: 'held' }]);
+    await waitFor('consumed after resume', () => done.length === 1);
   });
 
   it('stops the consumer after the last attempt, committing nothing past the failure', async () => {

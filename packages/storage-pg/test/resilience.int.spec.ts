@@ -81,6 +81,25 @@ describe('lost commit acknowledgements', () => {
   });
 });
 
+describe('unresolved outcomes', () => {
+  it('regression: after a lost COMMIT reply that retries could not resolve, the next idempotent send is still written', async () => {
+    const setup = freshAnnals();
+    await setup.admin().createTopics({ topics: [{ topic: 'unresolved', numPartitions: 1 }] });
+    const { proxy, annals } = await throughProxy((setup.storage as PgLogStorage).schema);
+    try {
+      const producer = annals.producer({ idempotent: true, retry: { retries: 0 } });
+      await producer.send({ topic: 'unresolved', messages: [{ value: 'first' }] });
+      proxy.dropCommitReplies(1);
+      await expect(producer.send({ topic: 'unresolved', messages: [{ value: 'maybe' }] })).rejects.toBeInstanceOf(CommitOutcomeUnknownError);
+      await producer.send({ topic: 'unresolved', messages: [{ value: 'third' }] });
+      expect(await readAll(setup, 'unresolved', 1)).toEqual(['first', 'maybe', 'third']);
+    } finally {
+      await annals.disconnect();
+      await proxy.stop();
+    }
+  });
+});
+
 describe('terminated backends', () => {
   it('idempotent sends keep going while the producer backends are terminated: each acknowledged record once', async () => {
     const annals = freshAnnals();

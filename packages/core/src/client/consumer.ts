@@ -708,6 +708,8 @@ export class Consumer<TDb = unknown> {
   async #work(state: PartitionState, session: GroupSession): Promise<void> {
     while (!state.revoked && !this.#stopping) {
       if (this.#isPaused(state)) {
+        // Clear the wake-up flag first: appends to a paused partition must not make this loop spin.
+        state.dirty = false;
         await this.#idle(state, this.#options.maxWaitTimeInMs);
         continue;
       }

@@ -236,6 +236,7 @@ export class Producer<TDb = unknown> {
   }
 
   async #commitTransaction(records: readonly PreparedRecord[]): Promise<void> {
+    await this.connect();
     const { appends } = groupByPartition(records);
     const options = this.#appendOptions(appends);
     await this.#appendWithRetry(appends, options);
@@ -296,6 +297,7 @@ export class Producer<TDb = unknown> {
 
   /** Writes records in one append; returns each record's offset. */
   async #write(records: readonly PreparedRecord[], acks: Acks): Promise<bigint[]> {
+    if (this.#options.idempotent) await this.connect(); // a reset identity is renewed before use
     const { appends, slots } = groupByPartition(records);
     const options: AppendOptions = { ...this.#appendOptions(appends), acks };
     const results = await this.#appendWithRetry(appends, options);
@@ -336,7 +338,17 @@ export class Producer<TDb = unknown> {
       // Only an idempotent producer may retry a commit whose outcome is unknown: the store
       // recognises the batch by its sequence and does not write it twice.
       { alsoRetry: (e) => idempotent && e instanceof CommitOutcomeUnknownError },
-    );
+    ).catch((error: unknown) => {
+      if (idempotent && error instanceof CommitOutcomeUnknownError) {
+        // The batch may or may not be in the log, and its sequence can no longer tell: a later
+        // send reusing it would be taken for a duplicate and dropped. Start over with a new
+        // producer id (Kafka's producer does the same after an unresolved sequence).
+        this.#connected = undefined;
+        this.#identity = undefined;
+        this.#sequences.clear();
+      }
+      throw error;
+    });
     if (idempotent) {
       for (const a of appends) {
         const k = `${a.topic}\u0000${a.partition}`;
