@@ -157,3 +157,40 @@ export function groupByPartition(records: readonly PreparedRecord[]): {
   });
   return { appends, slots };
 }
+
+/**
+ * Publishes held back until a commit: validated and bound to partitions when they are made,
+ * appended later in one go. Shared by producer transactions, `annals.transaction` and consumer
+ * batches.
+ */
+export class PublishBuffer {
+  readonly #ctx: ClientContext<any>;
+  readonly #sticky: StickyPartitions;
+  readonly records: PreparedRecord[] = [];
+
+  constructor(ctx: ClientContext<any>, sticky: StickyPartitions = new StickyPartitions()) {
+    this.#ctx = ctx;
+    this.#sticky = sticky;
+  }
+
+  get sticky(): StickyPartitions {
+    return this.#sticky;
+  }
+
+  async send(record: { readonly topic: string; readonly messages: readonly Message[] }): Promise<void> {
+    this.records.push(...(await prepareMessages(this.#ctx, record.topic, record.messages, this.#sticky)));
+  }
+
+  async sendBatch(batch: { readonly topicMessages: ReadonlyArray<{ readonly topic: string; readonly messages: readonly Message[] }> }): Promise<void> {
+    for (const tm of batch.topicMessages) await this.send(tm);
+  }
+
+  async publish(topic: TopicContract, event: EventContract, payload: unknown, options: PublishOptions = {}): Promise<void> {
+    this.records.push(await prepareEvent(this.#ctx, topic, event, payload, options, this.#sticky));
+  }
+
+  /** Removes and returns everything buffered. */
+  take(): PreparedRecord[] {
+    return this.records.splice(0);
+  }
+}

@@ -24,7 +24,15 @@ import {
 import type { Acks, AppendOptions, PartitionAppend, PartitionAppendResult, ProducerIdentity } from '../storage/log-storage.js';
 import type { ClientContext } from './context.js';
 import type { Message, RecordMetadata } from './messages.js';
-import { groupByPartition, prepareEvent, prepareMessages, StickyPartitions, type PreparedRecord, type PublishOptions } from './prepare.js';
+import {
+  groupByPartition,
+  prepareEvent,
+  prepareMessages,
+  PublishBuffer,
+  StickyPartitions,
+  type PreparedRecord,
+  type PublishOptions,
+} from './prepare.js';
 import { resolveRetry, withRetry, type Retry, type RetryInput } from './retry.js';
 
 /** Options of `annals.producer(...)`. */
@@ -361,9 +369,7 @@ export class Producer<TDb = unknown> {
 
 /** A KafkaJS-style producer transaction: sends are buffered until `commit()`. */
 export class ProducerTransaction<TDb = unknown> {
-  readonly #ctx: ClientContext<TDb>;
-  readonly #sticky: StickyPartitions;
-  readonly #records: PreparedRecord[] = [];
+  readonly #buffer: PublishBuffer;
   readonly #commit: (records: readonly PreparedRecord[]) => Promise<void>;
   readonly #deadline: number;
   readonly #timeoutMs: number;
@@ -376,8 +382,7 @@ export class ProducerTransaction<TDb = unknown> {
     timeoutMs: number,
     commit: (records: readonly PreparedRecord[]) => Promise<void>,
   ) {
-    this.#ctx = ctx;
-    this.#sticky = sticky;
+    this.#buffer = new PublishBuffer(ctx, sticky);
     this.#commit = commit;
     this.#timeoutMs = timeoutMs;
     this.#deadline = Date.now() + timeoutMs;
@@ -389,7 +394,7 @@ export class ProducerTransaction<TDb = unknown> {
     }
     if (Date.now() > this.#deadline) {
       this.#state = 'aborted';
-      this.#records.length = 0;
+      this.#buffer.take();
       throw new TransactionTimeoutError(
         `The transaction was open longer than transactionTimeout (${this.#timeoutMs} ms) and was aborted; nothing was written.`,
       );
@@ -404,12 +409,12 @@ export class ProducerTransaction<TDb = unknown> {
   /** Buffers messages for the commit. Validates them (topic, partition, size) now. */
   async send(record: ProducerRecord): Promise<void> {
     this.#checkOpen();
-    this.#records.push(...(await prepareMessages(this.#ctx, record.topic, record.messages, this.#sticky)));
+    await this.#buffer.send(record);
   }
 
   async sendBatch(batch: ProducerBatch): Promise<void> {
     this.#checkOpen();
-    for (const tm of batch.topicMessages) this.#records.push(...(await prepareMessages(this.#ctx, tm.topic, tm.messages, this.#sticky)));
+    await this.#buffer.sendBatch(batch);
   }
 
   /** Buffers a typed event for the commit. */
@@ -420,7 +425,7 @@ export class ProducerTransaction<TDb = unknown> {
     options: PublishOptions = {},
   ): Promise<void> {
     this.#checkOpen();
-    this.#records.push(await prepareEvent(this.#ctx, topic, event, payload, options, this.#sticky));
+    await this.#buffer.publish(topic, event, payload, options);
   }
 
   /** Writes everything sent in this transaction atomically: all of it becomes visible, or none. */
@@ -428,13 +433,13 @@ export class ProducerTransaction<TDb = unknown> {
     this.#checkOpen();
     this.#state = 'committing';
     try {
-      if (this.#records.length > 0) await this.#commit(this.#records);
+      if (this.#buffer.records.length > 0) await this.#commit(this.#buffer.records);
       this.#state = 'committed';
     } catch (error) {
       this.#state = 'aborted';
       throw error;
     } finally {
-      this.#records.length = 0;
+      this.#buffer.take();
     }
   }
 
@@ -442,6 +447,6 @@ export class ProducerTransaction<TDb = unknown> {
   async abort(): Promise<void> {
     if (this.#state === 'committed') throw new InvalidTransactionStateError('The transaction is already committed.');
     this.#state = 'aborted';
-    this.#records.length = 0;
+    this.#buffer.take();
   }
 }

@@ -4,7 +4,7 @@ import { InvalidTransactionStateError } from '../errors.js';
 import { StreamBuffer, TransactionAggregates } from '../aggregates/aggregates.js';
 import type { StorageTransaction } from '../storage/log-storage.js';
 import type { ClientContext } from './context.js';
-import { groupByPartition, prepareEvent, prepareMessages, StickyPartitions, type PreparedRecord, type PublishOptions } from './prepare.js';
+import { groupByPartition, PublishBuffer, type PublishOptions } from './prepare.js';
 import type { ProducerBatch, ProducerRecord } from './producer.js';
 
 /**
@@ -36,8 +36,7 @@ export interface AnnalsTransaction<TDb> {
 export class BufferedTransaction<TDb> implements AnnalsTransaction<TDb> {
   readonly #ctx: ClientContext<TDb>;
   readonly #stx: StorageTransaction<TDb>;
-  readonly #sticky = new StickyPartitions();
-  readonly #records: PreparedRecord[] = [];
+  readonly #buffer: PublishBuffer;
   readonly #streams = new StreamBuffer();
   #aggregates: TransactionAggregates | undefined;
   #closed = false;
@@ -45,6 +44,7 @@ export class BufferedTransaction<TDb> implements AnnalsTransaction<TDb> {
   constructor(ctx: ClientContext<TDb>, stx: StorageTransaction<TDb>) {
     this.#ctx = ctx;
     this.#stx = stx;
+    this.#buffer = new PublishBuffer(ctx);
   }
 
   get db(): TDb {
@@ -65,17 +65,17 @@ export class BufferedTransaction<TDb> implements AnnalsTransaction<TDb> {
     options: PublishOptions = {},
   ): Promise<void> {
     this.#checkOpen();
-    this.#records.push(await prepareEvent(this.#ctx, topic, event, payload, options, this.#sticky));
+    await this.#buffer.publish(topic, event, payload, options);
   }
 
   async send(record: ProducerRecord): Promise<void> {
     this.#checkOpen();
-    this.#records.push(...(await prepareMessages(this.#ctx, record.topic, record.messages, this.#sticky)));
+    await this.#buffer.send(record);
   }
 
   async sendBatch(batch: ProducerBatch): Promise<void> {
     this.#checkOpen();
-    for (const tm of batch.topicMessages) this.#records.push(...(await prepareMessages(this.#ctx, tm.topic, tm.messages, this.#sticky)));
+    await this.#buffer.sendBatch(batch);
   }
 
   get aggregates(): TransactionAggregates {
@@ -88,7 +88,7 @@ export class BufferedTransaction<TDb> implements AnnalsTransaction<TDb> {
       append: async (records, stream) => {
         this.#checkOpen();
         this.#streams.add(stream, records.length);
-        this.#records.push(...records);
+        this.#buffer.records.push(...records);
         return undefined;
       },
     });
@@ -100,8 +100,8 @@ export class BufferedTransaction<TDb> implements AnnalsTransaction<TDb> {
     this.#checkOpen();
     this.#closed = true;
     const streams = this.#streams.expectations;
-    if (this.#records.length === 0 && streams.length === 0) return;
-    const { appends } = groupByPartition(this.#records);
+    if (this.#buffer.records.length === 0 && streams.length === 0) return;
+    const { appends } = groupByPartition(this.#buffer.records);
     if (streams.length > 0) await this.#stx.appendToStreams(appends, streams);
     else await this.#stx.append(appends);
   }
