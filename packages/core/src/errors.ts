@@ -41,6 +41,15 @@ export abstract class AnnalsError extends Error {
   }
 }
 
+/**
+ * The cleaner's lease is gone: its database session ended, or it was released. Another process
+ * may be cleaning now. Acquire a new lease (the in-process cleaner does so on its next tick). Retriable.
+ */
+export class CleanerLeaseLostError extends AnnalsError {
+  readonly code = 'CLEANER_LEASE_LOST' as const;
+  override readonly retriable = true;
+}
+
 /** A payload did not match its event contract (on publish, or on read after upcasting). */
 export class SchemaValidationError extends AnnalsError {
   readonly code = 'SCHEMA_VALIDATION' as const;

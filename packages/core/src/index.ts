@@ -7,6 +7,7 @@ import 'reflect-metadata';
 export {
   AnnalsError,
   CommitOutcomeUnknownError,
+  CleanerLeaseLostError,
   ConcurrentTransactionsError,
   ConnectionError,
   CorruptRecordError,
@@ -66,6 +67,7 @@ export { MAX_TOPIC_NAME_LENGTH, validateTopicName } from './contracts/topic-name
 export type * from './storage/log-storage.js';
 export type * from './storage/stream-storage.js';
 export type * from './storage/projection-storage.js';
+export type * from './storage/cleaner-storage.js';
 
 export { Annals } from './client/annals.js';
 export type { AnnalsInput, TransactionOptions } from './client/annals.js';
@@ -84,6 +86,8 @@ export { Producer, ProducerTransaction } from './client/producer.js';
 export type { ProducerBatch, ProducerInput, ProducerRecord } from './client/producer.js';
 export type { PublishOptions } from './client/prepare.js';
 export type { AnnalsTransaction } from './client/transaction.js';
+export { Cleaner } from './client/cleaner.js';
+export type { CleanerInput, CleanerRunOptions, CleanerRunResult } from './client/cleaner.js';
 export { Consumer, ConsumerEvents } from './client/consumer.js';
 export type {
   Batch,

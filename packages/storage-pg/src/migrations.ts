@@ -277,6 +277,28 @@ END $fn$`).execute(db);
         for (const name of ['projection_versions', 'projections']) await sql`DROP TABLE ${t(name)}`.execute(db);
       },
     },
+    '0006_cleaner': {
+      async up(db: AnyDb) {
+        // How far compaction has cleaned each partition. Kept off the partition's head row, which
+        // appends lock: the cleaner never waits on a producer, nor a producer on the cleaner.
+        await sql`ALTER TABLE ${t('partitions')} DROP COLUMN cleaned_offset`.execute(db);
+        await sql`CREATE TABLE ${t('partition_cleaning')} (
+          topic           text NOT NULL,
+          partition       integer NOT NULL,
+          cleaned_offset  bigint NOT NULL,
+          cleaned_at      timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (topic, partition),
+          FOREIGN KEY (topic, partition) REFERENCES ${t('partitions')} (topic, partition) ON DELETE CASCADE
+        )`.execute(db);
+        // Tombstones, so that removing them after delete.retention.ms costs their number, not the log's.
+        await sql`CREATE INDEX records_tombstones_idx ON ${t('records')} (topic, partition, "offset") WHERE value IS NULL`.execute(db);
+      },
+      async down(db: AnyDb) {
+        await sql`DROP INDEX ${t('records_tombstones_idx')}`.execute(db);
+        await sql`DROP TABLE ${t('partition_cleaning')}`.execute(db);
+        await sql`ALTER TABLE ${t('partitions')} ADD COLUMN cleaned_offset bigint NOT NULL DEFAULT 0`.execute(db);
+      },
+    },
   };
 }
 

@@ -52,6 +52,7 @@ import {
   type StreamExpectation,
   type StreamReadOptions,
   type StreamSlice,
+  type CleanerStorage,
 } from '@annals/core';
 import { Kysely, PostgresDialect } from 'kysely';
 import { randomUUID } from 'node:crypto';
@@ -62,6 +63,7 @@ import { isConnectionFailure, translateCommitError, translatePgError } from './i
 import { migrateToLatest } from './migrations.js';
 import { PgGroupSession, type SessionClient } from './pg-group-session.js';
 import { PgProjectionStore } from './pg-projection-store.js';
+import { acquirePgCleaner } from './pg-cleaner.js';
 import * as plans from './plans.js';
 import { createHash } from 'node:crypto';
 import { notifyStatement, readStreamStatement, saveSnapshotStatement, deleteSnapshotsStatement, streamAppendStatement, streamTables, type StreamAppendRow, type StreamReadRow, type StreamTables } from './plans-aggregates.js';
@@ -656,6 +658,14 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     this.#projections ??= new PgProjectionStore<DB>(this);
     return this.#projections;
   }
+
+  /** Retention and compaction (`pg-cleaner.ts`): one cleaner per schema, elected by an advisory lock. */
+  readonly cleaner: CleanerStorage = {
+    acquireCleaner: async () => {
+      this.pool; // throws NotConnectedError before connect()
+      return acquirePgCleaner(() => this.#sessionClient(`annals:cleaner`), this.#tables);
+    },
+  };
 
   // ---- event-sourced streams (port: stream-storage.ts in @annals/core; SQL: plans-aggregates.ts) ----
 

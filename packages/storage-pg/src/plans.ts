@@ -289,11 +289,14 @@ FROM ${t.partitions} p WHERE p.topic = $1 ORDER BY p.partition`,
 
 /** Advances log start offsets (clamped to [current start, log end]) and deletes the records below. */
 export function deleteRecordsStatement(t: Tables, topic: string, partitions: ReadonlyArray<{ partition: number; offset: bigint }>): Statement {
+  const target = `(CASE WHEN req."offset" < 0 THEN p.next_offset ELSE least(req."offset", p.next_offset) END)`;
   return {
     text: `WITH req AS (SELECT * FROM unnest($2::int[], $3::bigint[]) AS r(partition, "offset")),
 moved AS (
   UPDATE ${t.partitions} p
-  SET log_start_offset = greatest(p.log_start_offset, CASE WHEN req."offset" < 0 THEN p.next_offset ELSE least(req."offset", p.next_offset) END)
+  SET log_start_offset = greatest(p.log_start_offset, ${target}),
+    log_start_reason = CASE WHEN ${target} > p.log_start_offset THEN 'delete-records' ELSE p.log_start_reason END,
+    log_start_changed_at = CASE WHEN ${target} > p.log_start_offset THEN clock_timestamp() ELSE p.log_start_changed_at END
   FROM req WHERE p.topic = $1 AND p.partition = req.partition
   RETURNING p.partition, p.log_start_offset
 ), gone AS (

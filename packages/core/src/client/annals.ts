@@ -19,6 +19,7 @@ import { resolveRetry, withRetry, type RetryInput } from './retry.js';
 import { BufferedTransaction, type AnnalsTransaction } from './transaction.js';
 import { HandlerRuntime, type Projections, type Registrable, type RegisterOptions, type Registration } from '../framework/runtime.js';
 import { Aggregates } from '../aggregates/aggregates.js';
+import { Cleaner, resolveCleanerOptions, type CleanerInput } from './cleaner.js';
 
 /** Options of `new Annals(...)`. */
 export interface AnnalsInput<TDb> {
@@ -32,6 +33,12 @@ export interface AnnalsInput<TDb> {
   readonly codec?: Codec;
   /** How long topic metadata (partition counts, configs) is cached, in ms. @default 30000 */
   readonly metadataMaxAge?: number;
+  /**
+   * The in-process cleaner (retention and compaction). Every client starts one when it connects;
+   * the clients of a database elect one to clean. `false` leaves cleaning to another process
+   * (`annals cleaner run`). @default { enabled: true, intervalMs: 30000 }
+   */
+  readonly cleaner?: CleanerInput | false;
 }
 
 /** Options of `annals.transaction(...)`. */
@@ -62,6 +69,8 @@ export class Annals<TDb = unknown> {
   #connecting: Promise<void> | undefined;
   #handlers: HandlerRuntime<TDb> | undefined;
   #aggregates: Aggregates | undefined;
+  readonly #cleaner: Cleaner;
+  readonly #cleanerEnabled: boolean;
 
   constructor(input: AnnalsInput<TDb>) {
     if (!input || typeof input.clientId !== 'string' || input.clientId.length === 0) {
@@ -87,6 +96,14 @@ export class Annals<TDb = unknown> {
       metadata: new MetadataCache(input.storage, metadataMaxAge),
       ensureConnected: () => this.connect(),
     });
+    const cleanerOptions = resolveCleanerOptions(input.cleaner);
+    this.#cleanerEnabled = cleanerOptions.enabled;
+    this.#cleaner = new Cleaner(input.storage as LogStorage<unknown>, cleanerOptions, () => this.connect());
+  }
+
+  /** Retention and compaction: the in-process cleaner, and {@link Cleaner.runOnce} to clean now. */
+  get cleaner(): Cleaner {
+    return this.#cleaner;
   }
 
   get clientId(): string {
@@ -100,10 +117,15 @@ export class Annals<TDb = unknown> {
 
   /** Connects the storage, retrying while the database is unreachable. Idempotent; called lazily by everything else. */
   connect(): Promise<void> {
-    this.#connecting ??= withRetry(this.#ctx.retry, () => this.#ctx.storage.connect()).catch((error) => {
-      this.#connecting = undefined;
-      throw error;
-    });
+    this.#connecting ??= withRetry(this.#ctx.retry, () => this.#ctx.storage.connect()).then(
+      () => {
+        if (this.#cleanerEnabled) this.#cleaner.start();
+      },
+      (error) => {
+        this.#connecting = undefined;
+        throw error;
+      },
+    );
     return this.#connecting;
   }
 
@@ -115,6 +137,7 @@ export class Annals<TDb = unknown> {
     await this.#handlers?.stop().catch(() => {});
     await Promise.all([...this.#consumers].map((c) => c.disconnect().catch(() => {})));
     await Promise.all([...this.#readers].map((r) => r.stop()));
+    await this.#cleaner.stop();
     const connecting = this.#connecting;
     this.#connecting = undefined;
     if (connecting) await connecting.catch(() => {});

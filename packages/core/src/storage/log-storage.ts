@@ -15,6 +15,7 @@
  * Offsets are `bigint` here; the KafkaJS-shaped layer turns them into strings.
  */
 import type { TopicConfig } from '../contracts/topic-config.js';
+import type { CleanerStorage } from './cleaner-storage.js';
 import type { ProjectionStore } from './projection-storage.js';
 import type { StreamStorage, StreamTransaction } from './stream-storage.js';
 
@@ -197,6 +198,8 @@ export interface LogStorage<TDb = unknown> extends GroupStorage, StreamStorage {
   watch(topics: readonly string[], listener: AppendListener): Promise<() => Promise<void>>;
   /** Projection bookkeeping and read models (see `projection-storage.ts`); absent on stores without projections. */
   readonly projections?: ProjectionStore<TDb>;
+  /** Retention and compaction (see `cleaner-storage.ts`); absent on stores that never clean. */
+  readonly cleaner?: CleanerStorage;
 }
 
 // ---- consumer groups ---------------------------------------------------------------------------

@@ -1,0 +1,222 @@
+/**
+ * SQL plans of the cleaner: time notes, retention, compaction and segment reclaim. The cleaner
+ * never takes a partition's head-row lock while waiting (`SKIP LOCKED`), so it never queues in
+ * front of a producer; its own state lives in `partition_cleaning`, off the head row.
+ */
+import { quoteIdent } from './internal/ident.js';
+import type { Statement, Tables } from './plans.js';
+
+export interface CleanerTables {
+  readonly schema: string;
+  readonly partitionCleaning: string;
+  /** `pg_try_advisory_lock(int, int)` keys: the two-int form, apart from partition locks. */
+  readonly lockKeys: readonly [string, number];
+}
+
+export function cleanerTables(schema: string): CleanerTables {
+  return Object.freeze({
+    schema,
+    partitionCleaning: `${quoteIdent(schema)}.${quoteIdent('partition_cleaning')}`,
+    lockKeys: [`annals/${schema}/cleaner`, 0x616e6e] as const,
+  });
+}
+
+/** Takes the cleaner lease: a session-level advisory lock in the two-int key space. */
+export function tryLeaseStatement(c: CleanerTables): Statement {
+  return { text: `SELECT pg_try_advisory_lock(hashtext($1), $2) AS acquired`, values: [c.lockKeys[0], c.lockKeys[1]] };
+}
+
+export function releaseLeaseStatement(c: CleanerTables): Statement {
+  return { text: `SELECT pg_advisory_unlock(hashtext($1), $2) AS released`, values: [c.lockKeys[0], c.lockKeys[1]] };
+}
+
+const clock = `coalesce($1::timestamptz, clock_timestamp())`;
+
+/**
+ * Notes, for each partition of a topic that retention or compaction will judge by time, that
+ * every record below its log end was appended by now. `clock_timestamp()` is read after the
+ * statement's snapshot, so every record counted had committed before the time noted.
+ */
+export function noteTimeStatement(t: Tables, now: Date | null, topics: readonly string[] | null): Statement {
+  return {
+    text: `INSERT INTO ${t.timeIndex} (topic, partition, at, "offset")
+SELECT p.topic, p.partition, ${clock}, p.next_offset
+FROM ${t.partitions} p JOIN ${t.topics} tp ON tp.name = p.topic
+WHERE ($2::text[] IS NULL OR p.topic = ANY ($2::text[]))
+  AND ((tp.config->>'retention.ms')::bigint >= 0 OR tp.config->>'cleanup.policy' LIKE '%compact%')
+  AND p.next_offset > p.log_start_offset
+  AND p.next_offset > coalesce((SELECT max(ti."offset") FROM ${t.timeIndex} ti WHERE ti.topic = p.topic AND ti.partition = p.partition), -1)
+ON CONFLICT DO NOTHING`,
+    values: [now, topics],
+  };
+}
+
+export interface PartitionCleanState {
+  topic: string;
+  partition: number;
+  config: Record<string, unknown>;
+  next_offset: string;
+  log_start_offset: string;
+  cleaned_offset: string;
+  /** Records below this offset are older than retention.ms (NULL: none known). */
+  retention_cutoff: string | null;
+  /** Records below this offset are older than min.compaction.lag.ms. */
+  compaction_cutoff: string | null;
+  /** Tombstones below this offset are older than delete.retention.ms. */
+  tombstone_cutoff: string | null;
+}
+
+/** Each partition's state and its time cutoffs, judged by the database clock (or `$1`). */
+export function cleanStateStatement(t: Tables, c: CleanerTables, now: Date | null, topics: readonly string[] | null): Statement {
+  const cutoff = (key: string) => `(SELECT max(ti."offset") FROM ${t.timeIndex} ti
+      WHERE ti.topic = p.topic AND ti.partition = p.partition
+        AND ti.at <= clk.now - ((tp.config->>'${key}')::bigint * interval '1 millisecond'))::text`;
+  return {
+    text: `WITH clk AS (SELECT ${clock} AS now)
+SELECT p.topic, p.partition, tp.config, p.next_offset::text AS next_offset, p.log_start_offset::text AS log_start_offset,
+  coalesce(pc.cleaned_offset, 0)::text AS cleaned_offset,
+  CASE WHEN (tp.config->>'retention.ms')::bigint >= 0 THEN ${cutoff('retention.ms')} END AS retention_cutoff,
+  CASE WHEN (tp.config->>'min.compaction.lag.ms')::bigint = 0 THEN p.next_offset::text ELSE ${cutoff('min.compaction.lag.ms')} END AS compaction_cutoff,
+  ${cutoff('delete.retention.ms')} AS tombstone_cutoff
+FROM clk, ${t.partitions} p JOIN ${t.topics} tp ON tp.name = p.topic
+LEFT JOIN ${c.partitionCleaning} pc ON pc.topic = p.topic AND pc.partition = p.partition
+WHERE ($2::text[] IS NULL OR p.topic = ANY ($2::text[]))
+ORDER BY p.topic, p.partition`,
+    values: [now, topics],
+  };
+}
+
+export interface SegmentRow {
+  partition: number;
+  base_offset: string;
+  end_offset: string;
+  table_name: string;
+  /** Quoted, schema-qualified name of the table it is attached to (NULL: detached). */
+  parent: string | null;
+  detach_pending: boolean | null;
+  bytes: string | null;
+}
+
+/** A topic's segments with their size on disk and attachment state. */
+export function segmentsStatement(t: Tables, topic: string): Statement {
+  return {
+    text: `SELECT s.partition, s.base_offset::text AS base_offset, s.end_offset::text AS end_offset, s.table_name,
+  i.inhparent::regclass::text AS parent, i.inhdetachpending AS detach_pending,
+  pg_table_size(to_regclass(format('%I.%I', $2::text, s.table_name)))::text AS bytes
+FROM ${t.segments} s
+LEFT JOIN pg_inherits i ON i.inhrelid = to_regclass(format('%I.%I', $2::text, s.table_name))
+WHERE s.topic = $1
+ORDER BY s.partition, s.base_offset`,
+    values: [topic, t.schema],
+  };
+}
+
+/**
+ * Moves a partition's log start forward (never back, never past the log end) unless an append
+ * holds its head row right now: then no row comes back and the caller tries again later.
+ */
+export function moveLogStartStatement(t: Tables, topic: string, partition: number, offset: bigint, reason: string): Statement {
+  return {
+    text: `WITH target AS (
+  SELECT topic, partition FROM ${t.partitions}
+  WHERE topic = $1 AND partition = $2 AND log_start_offset < least($3::bigint, next_offset)
+  FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE ${t.partitions} p
+SET log_start_offset = least($3::bigint, p.next_offset), log_start_reason = $4, log_start_changed_at = clock_timestamp()
+FROM target WHERE p.topic = target.topic AND p.partition = target.partition
+RETURNING p.log_start_offset::text AS log_start_offset`,
+    values: [topic, partition, offset.toString(), reason],
+  };
+}
+
+/** The partition's log start offset and end, as committed. */
+export function logStartStatement(t: Tables, topic: string, partition: number): Statement {
+  return {
+    text: `SELECT log_start_offset::text AS log_start_offset, next_offset::text AS next_offset FROM ${t.partitions} WHERE topic = $1 AND partition = $2`,
+    values: [topic, partition],
+  };
+}
+
+/** Removes at most `limit` records in `[from, below)`: rows under the log start in a segment that stays. */
+export function deleteBelowStatement(t: Tables, topic: string, partition: number, from: bigint, below: bigint, limit: number): Statement {
+  return {
+    text: `WITH doomed AS (
+  SELECT "offset" FROM ${t.records} WHERE topic = $1 AND partition = $2 AND "offset" >= $3 AND "offset" < $4 ORDER BY "offset" LIMIT $5
+), gone AS (
+  DELETE FROM ${t.records} r USING doomed d WHERE r.topic = $1 AND r.partition = $2 AND r."offset" = d."offset" RETURNING r."offset"
+)
+SELECT count(*)::int AS n, max("offset")::text AS last FROM gone`,
+    values: [topic, partition, from.toString(), below.toString(), limit],
+  };
+}
+
+/**
+ * Compacts one chunk `[from, below)`: for every key written in it, removes the records of that key
+ * below its latest offset in the chunk (anywhere in the partition, by the key index), and records
+ * that compaction has examined everything below `below` — in one statement, so both or neither.
+ */
+export function compactChunkStatement(t: Tables, c: CleanerTables, topic: string, partition: number, from: bigint, below: bigint): Statement {
+  return {
+    text: `WITH latest AS (
+  SELECT key, max("offset") AS o FROM ${t.records}
+  WHERE topic = $1 AND partition = $2 AND "offset" >= $3 AND "offset" < $4 AND key IS NOT NULL
+  GROUP BY key
+), gone AS (
+  DELETE FROM ${t.records} r USING latest l
+  WHERE r.topic = $1 AND r.partition = $2 AND r.key IS NOT NULL AND r.key = l.key AND r."offset" < l.o
+  RETURNING 1
+), mark AS (
+  INSERT INTO ${c.partitionCleaning} (topic, partition, cleaned_offset, cleaned_at) VALUES ($1, $2, $4, clock_timestamp())
+  ON CONFLICT (topic, partition) DO UPDATE
+    SET cleaned_offset = greatest(${c.partitionCleaning}.cleaned_offset, excluded.cleaned_offset), cleaned_at = excluded.cleaned_at
+)
+SELECT count(*)::int AS n FROM gone`,
+    values: [topic, partition, from.toString(), below.toString()],
+  };
+}
+
+/** Removes at most `limit` tombstones below `below` (by the tombstone index). */
+export function removeTombstonesStatement(t: Tables, topic: string, partition: number, below: bigint, limit: number): Statement {
+  return {
+    text: `WITH doomed AS (
+  SELECT "offset" FROM ${t.records} WHERE topic = $1 AND partition = $2 AND value IS NULL AND "offset" < $3 ORDER BY "offset" LIMIT $4
+), gone AS (
+  DELETE FROM ${t.records} r USING doomed d
+  WHERE r.topic = $1 AND r.partition = $2 AND r."offset" = d."offset" AND r.value IS NULL
+  RETURNING 1
+)
+SELECT count(*)::int AS n FROM gone`,
+    values: [topic, partition, below.toString(), limit],
+  };
+}
+
+/** True when no record is left in `[base, end)`. */
+export function segmentEmptyStatement(t: Tables, topic: string, partition: number, base: bigint, end: bigint): Statement {
+  return {
+    text: `SELECT NOT EXISTS (SELECT 1 FROM ${t.records} WHERE topic = $1 AND partition = $2 AND "offset" >= $3 AND "offset" < $4) AS empty`,
+    values: [topic, partition, base.toString(), end.toString()],
+  };
+}
+
+export function forgetSegmentStatement(t: Tables, tableName: string): Statement {
+  return { text: `DELETE FROM ${t.segments} WHERE table_name = $1`, values: [tableName] };
+}
+
+/** Time notes that no cutoff can use any more: at or below the log start. */
+export function pruneTimeStatement(t: Tables, topic: string, partition: number, logStart: bigint): Statement {
+  return {
+    text: `DELETE FROM ${t.timeIndex} WHERE topic = $1 AND partition = $2 AND "offset" <= $3`,
+    values: [topic, partition, logStart.toString()],
+  };
+}
+
+/** `ALTER TABLE … DETACH PARTITION … CONCURRENTLY` (or `FINALIZE` for one left pending). Simple-query text. */
+export function detachSegmentSql(schema: string, parent: string, tableName: string, finalize: boolean): string {
+  // `parent` comes from regclass::text: already quoted and qualified as needed.
+  return `ALTER TABLE ${parent} DETACH PARTITION ${quoteIdent(schema)}.${quoteIdent(tableName)} ${finalize ? 'FINALIZE' : 'CONCURRENTLY'}`;
+}
+
+export function dropSegmentSql(schema: string, tableName: string): string {
+  return `DROP TABLE IF EXISTS ${quoteIdent(schema)}.${quoteIdent(tableName)}`;
+}
