@@ -22,6 +22,7 @@ describe('migrations', () => {
       expect(names.slice(0, 3)).toEqual(['0001_log', '0002_consumer_groups', '0003_aggregates']);
       expect(names).toContain('0004_retention');
       expect(names).toContain('0005_projections');
+      expect(names).toContain('0006_cleaner');
       expect((await migrateToLatest(db, schema, '0001_log')).applied).toEqual(['0001_log']);
       expect(await tablesOf(client, schema)).toEqual(['annals_migration', 'annals_migration_lock', 'partitions', 'producer_state', 'records', 'topics', 'transactional_ids']);
       expect((await migrateToLatest(db, schema, '0002_consumer_groups')).applied).toEqual(['0002_consumer_groups']);
@@ -69,6 +70,35 @@ describe('migrations', () => {
       } finally {
         await storage.disconnect();
       }
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('0006_cleaner moves the cleaned offset off the head row, indexes tombstones on every segment, and rolls back', async () => {
+    const schema = `m_${randomBytes(4).toString('hex')}`;
+    const pool = new pg.Pool({ connectionString: database.connectionString });
+    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+    const client = await adminClient();
+    const columns = async () =>
+      (await client.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'partitions' ORDER BY 1`, [schema])).rows.map((r) => r.column_name);
+    const tombstoneIndexes = async () =>
+      (await client.query(`SELECT tablename FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%WHERE (value IS NULL)%' ORDER BY 1`, [schema])).rows.map((r) => r.tablename);
+    try {
+      await migrateToLatest(db, schema, '0005_projections');
+      await client.query(`INSERT INTO "${schema}".topics (name, partitions, config) VALUES ('t', 1, '{"segment.records": 1000}')`);
+      await client.query(`INSERT INTO "${schema}".partitions (topic, partition) VALUES ('t', 0)`);
+      await client.query(`SELECT "${schema}".ensure_segments('t', 0, 1500, 1000)`);
+      expect(await columns()).toContain('cleaned_offset');
+      expect(await tombstoneIndexes()).toEqual([]);
+      await migrateToLatest(db, schema, '0006_cleaner');
+      expect(await columns()).not.toContain('cleaned_offset');
+      expect(await tablesOf(client, schema)).toContain('partition_cleaning');
+      expect(await tombstoneIndexes()).toEqual(['records', 'records_t1', 'records_t1_p0_0', 'records_t1_p0_1000']);
+      await migrateDown(db, schema);
+      expect(await columns()).toContain('cleaned_offset');
+      expect(await tablesOf(client, schema)).not.toContain('partition_cleaning');
+      expect(await tombstoneIndexes()).toEqual([]);
     } finally {
       await db.destroy();
     }
