@@ -33,6 +33,7 @@ import {
 } from '@annals/core';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describeCleanerConformance } from './conformance-cleaner.js';
 import { describeStreamConformance } from './conformance-streams.js';
 
 /** What a conformance factory returns: a new, empty store, and how to dispose of it. */
@@ -47,6 +48,8 @@ export interface ConformanceStore {
 export interface ConformanceOptions {
   /** Runs of each fast-check property. @default 50 */
   readonly propertyRuns?: number;
+  /** Run the cleaner tests (retention, compaction); set false for a store without `cleaner`. @default true */
+  readonly cleaner?: boolean;
 }
 
 /**
@@ -1081,6 +1084,7 @@ export function describeLogStorageConformance(
     // ---- event-sourced streams (conformance-streams.ts) ---------------------------------------
 
     describeStreamConformance({ storage: () => storage, fcParams, propertyRuns });
+    if (options.cleaner ?? true) describeCleanerConformance({ storage: () => storage });
 
     describe('properties', () => {
       let run = 0;
@@ -1143,7 +1147,7 @@ export function describeLogStorageConformance(
           }),
           fcParams(propertyRuns),
         );
-      });
+      }, 120_000); // 50 runs of up to 12 operations each: ~25 s on a shared 2-core machine
 
       it('paging through a partition with random limits reads every record once, in order, within the limits', async () => {
         await fc.assert(

@@ -40,11 +40,15 @@
  * - Byte arrays are copied in and out: a caller mutating its buffer after `append`, or a record it
  *   fetched, never changes the log. `tx.db` rows are copied with `structuredClone` likewise.
  *
- * `acks` is accepted and ignored (memory has no durability levels). There is no retention or
- * compaction; only `deleteRecords` moves a partition's log start offset.
+ * `acks` is accepted and ignored (memory has no durability levels).
+ * - The cleaner (`storage.cleaner`, driven by `annals.cleaner`) keeps the Postgres store's rules:
+ *   time notes by the store clock, retention by `retention.ms` and `retention.bytes` (whole
+ *   segments of `segment.records` offsets, sized by the bytes `maxBytes` counts), compaction that
+ *   leaves gaps, tombstones removed after `delete.retention.ms`. One lease per store.
  */
 import { randomUUID } from 'node:crypto';
 import {
+  CleanerLeaseLostError,
   ConcurrentTransactionsError,
   DEFAULT_TOPIC_CONFIG,
   GroupNotEmptyError,
@@ -62,6 +66,11 @@ import {
   validateTopicName,
   type AppendListener,
   type AppendOptions,
+  type CleanerStorage,
+  type CleanPassOptions,
+  type CleanPassReport,
+  type LogStartReason,
+  type PartitionCleanReport,
   type AppendRecord,
   type CommitFence,
   type CommittedOffset,
@@ -398,7 +407,13 @@ interface LogRecord {
 class PartitionLog {
   /** The log start offset: `records[0]` has this offset. */
   start = 0;
-  readonly records: LogRecord[] = [];
+  /** By offset from `start`; `null` where compaction removed a record (offsets never move). */
+  readonly records: Array<LogRecord | null> = [];
+  /** The cleaner's time notes: at store time `at`, the log end was `offset`. */
+  readonly timeNotes: Array<{ readonly at: number; readonly offset: number }> = [];
+  /** Compaction has examined every offset below this. */
+  cleaned = 0;
+  logStartReason: LogStartReason | null = null;
   constructor(
     readonly topic: string,
     readonly partition: number,
@@ -412,9 +427,33 @@ class PartitionLog {
   /** The first record at or after `offset` whose timestamp is ≥ `timestamp`, as an offset; else the log end. */
   offsetForTimestamp(timestamp: number, from = this.start): bigint {
     for (let i = Math.max(0, from - this.start); i < this.records.length; i++) {
-      if (this.records[i]!.timestamp >= timestamp) return BigInt(this.start + i);
+      const r = this.records[i];
+      if (r && r.timestamp >= timestamp) return BigInt(this.start + i);
     }
     return this.logEndOffset;
+  }
+  /** The first record at or after `offset`, if any. */
+  firstFrom(offset: number): LogRecord | null {
+    for (let i = Math.max(0, offset - this.start); i < this.records.length; i++) {
+      const r = this.records[i];
+      if (r) return r;
+    }
+    return null;
+  }
+  /** Moves the log start to `offset` (never back, never past the end), dropping what is below. */
+  truncate(offset: number, reason: LogStartReason): boolean {
+    const target = Math.min(offset, this.start + this.records.length);
+    if (target <= this.start) return false;
+    this.records.splice(0, target - this.start);
+    this.start = target;
+    this.logStartReason = reason;
+    return true;
+  }
+  /** The largest noted offset whose note is at or before `at`, if any. */
+  notedBefore(at: number): number | null {
+    let best: number | null = null;
+    for (const n of this.timeNotes) if (n.at <= at && (best === null || n.offset > best)) best = n.offset;
+    return best;
   }
 }
 
@@ -928,6 +967,141 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
   }
 
   #projections: InMemoryProjectionStore<DB> | undefined;
+  #cleanerLeased = false;
+
+  /** Retention and compaction, with the Postgres store's rules (see the module comment). One lease at a time. */
+  readonly cleaner: CleanerStorage = {
+    acquireCleaner: async () => {
+      this.#assertConnected();
+      if (this.#cleanerLeased) return null;
+      this.#cleanerLeased = true;
+      let released = false;
+      let running = false;
+      return {
+        get lost() {
+          return released;
+        },
+        clean: async (options) => {
+          if (released) throw new CleanerLeaseLostError('This cleaner lease was released; acquire a new one.');
+          if (running) throw new InvalidOptionsError('A cleaner pass is already running on this lease; wait for it to finish before starting another.');
+          running = true;
+          try {
+            return this.#clean(options);
+          } finally {
+            running = false;
+          }
+        },
+        release: async () => {
+          if (released) return;
+          released = true;
+          this.#cleanerLeased = false;
+        },
+      };
+    },
+  };
+
+  #clean(options: CleanPassOptions): CleanPassReport {
+    this.#assertConnected();
+    const started = performance.now();
+    const now = options.now ?? this.now();
+    const reports: PartitionCleanReport[] = [];
+    const names = [...this.#topics.keys()].filter((n) => !options.topics || options.topics.includes(n)).sort();
+    for (const name of names) {
+      const topic = this.#topics.get(name)!;
+      const config = topic.config;
+      const policy = config['cleanup.policy'];
+      for (const log of topic.partitions) {
+        if (options.signal?.aborted) break;
+        const end = log.start + log.records.length;
+        const lastNote = log.timeNotes.at(-1)?.offset ?? -1;
+        if ((config['retention.ms'] >= 0 || policy.includes('compact')) && end > log.start && end > lastNote) {
+          log.timeNotes.push({ at: now, offset: end });
+        }
+        let movedBy: PartitionCleanReport['logStartMovedBy'] = null;
+        let segmentsDropped = 0;
+        if (policy.includes('delete')) {
+          let target = log.start;
+          let reason: 'retention.ms' | 'retention.bytes' | null = null;
+          const cut = config['retention.ms'] >= 0 ? log.notedBefore(now - config['retention.ms']) : null;
+          if (cut !== null && cut > target) {
+            target = cut;
+            reason = 'retention.ms';
+          }
+          const limit = config['retention.bytes'];
+          if (limit >= 0) {
+            const size = config['segment.records'];
+            const segments: Array<{ end: number; bytes: number }> = [];
+            for (let base = Math.floor(target / size) * size; base + size <= end; base += size) {
+              let bytes = 0;
+              for (let o = Math.max(base, log.start); o < base + size; o++) bytes += log.records[o - log.start]?.size ?? 0;
+              segments.push({ end: base + size, bytes });
+            }
+            let total = segments.reduce((sum, seg) => sum + seg.bytes, 0);
+            for (let o = segments.at(-1)?.end ?? target; o < end; o++) total += log.records[o - log.start]?.size ?? 0;
+            for (const seg of segments) {
+              if (total - seg.bytes < limit) break;
+              total -= seg.bytes;
+              if (seg.end > target) {
+                target = seg.end;
+                reason = 'retention.bytes';
+                segmentsDropped++;
+              }
+            }
+          }
+          if (reason !== null && log.truncate(target, reason)) movedBy = reason;
+        }
+        let recordsCompacted = 0;
+        let tombstonesRemoved = 0;
+        if (policy.includes('compact')) {
+          const upTo = config['min.compaction.lag.ms'] === 0 ? end : (log.notedBefore(now - config['min.compaction.lag.ms']) ?? 0);
+          const from = Math.max(log.cleaned, log.start);
+          if (from < upTo) {
+            const latest = new Map<string, number>();
+            for (let o = from; o < upTo; o++) {
+              const r = log.records[o - log.start];
+              if (r?.key) latest.set(r.key.toString('hex'), o);
+            }
+            for (let o = log.start; o < upTo; o++) {
+              const r = log.records[o - log.start];
+              if (!r?.key) continue;
+              const last = latest.get(r.key.toString('hex'));
+              if (last !== undefined && o < last) {
+                log.records[o - log.start] = null;
+                recordsCompacted++;
+              }
+            }
+            log.cleaned = upTo;
+          }
+          const tombstoneCut = log.notedBefore(now - config['delete.retention.ms']);
+          if (tombstoneCut !== null) {
+            for (let o = log.start; o < Math.min(tombstoneCut, log.cleaned); o++) {
+              const r = log.records[o - log.start];
+              if (r && r.value === null) {
+                log.records[o - log.start] = null;
+                tombstonesRemoved++;
+              }
+            }
+          }
+        }
+        const kept = log.timeNotes.filter((n) => n.offset > log.start);
+        log.timeNotes.splice(0, log.timeNotes.length, ...kept);
+        const report: PartitionCleanReport = {
+          topic: name,
+          partition: log.partition,
+          logStartOffset: log.logStartOffset,
+          logStartMovedBy: movedBy,
+          recordsCompacted,
+          tombstonesRemoved,
+          recordsExpired: 0,
+          segmentsDropped,
+          cleanedOffset: BigInt(log.cleaned),
+        };
+        reports.push(report);
+        options.onPartition?.(report);
+      }
+    }
+    return { partitions: reports, durationMs: performance.now() - started };
+  }
 
   /** Projection bookkeeping and document read models (see `in-memory-projection-store.ts`). */
   get projections(): InMemoryProjectionStore<DB> {
@@ -1091,9 +1265,7 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
       const log = logs[i]!;
       const end = log.start + log.records.length;
       const target = p.offset < 0n ? end : p.offset > BigInt(end) ? end : Number(p.offset);
-      if (target <= log.start) return;
-      log.records.splice(0, target - log.start);
-      log.start = target;
+      log.truncate(target, 'delete-records');
     });
     return [...new Set(logs)].sort((a, b) => a.partition - b.partition).map((log) => ({ partition: log.partition, lowWatermark: log.logStartOffset }));
   }
@@ -1604,7 +1776,7 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
           committedOffset: committed,
           logStartOffset: log.logStartOffset,
           logEndOffset: log.logEndOffset,
-          firstUnconsumedTimestamp: log.records[from - log.start]?.timestamp ?? null,
+          firstUnconsumedTimestamp: log.firstFrom(from)?.timestamp ?? null,
           ownerMemberId: owner?.memberId ?? null,
           generation: owner?.generation ?? null,
         });
@@ -1641,7 +1813,8 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     const records: StoredRecord[] = [];
     let bytes = 0;
     for (; i < end && records.length < limits.maxRecords; i++) {
-      const r = log.records[i]!;
+      const r = log.records[i];
+      if (!r) continue; // removed by compaction
       if (records.length > 0 && bytes + r.size > limits.maxBytes) break;
       bytes += r.size;
       records.push({

@@ -57,7 +57,8 @@ export interface StreamLogView {
   readonly topic: string;
   readonly partition: number;
   readonly start: number;
-  readonly records: readonly LogRecordView[];
+  /** `null` where compaction removed a record. */
+  readonly records: ReadonlyArray<LogRecordView | null>;
 }
 
 /** What the streams need from their storage (its private operations, bound). */
@@ -138,7 +139,10 @@ export class InMemoryStreams<T extends StreamStage> {
 
   /** Visits committed then staged records from offset `from`. */
   #scan(txn: T | undefined, log: StreamLogView, from: number, visit: (offset: number, r: LogRecordView) => void): void {
-    for (let i = Math.max(0, from - log.start); i < log.records.length; i++) visit(log.start + i, log.records[i]!);
+    for (let i = Math.max(0, from - log.start); i < log.records.length; i++) {
+      const r = log.records[i];
+      if (r) visit(log.start + i, r);
+    }
     const end = log.start + log.records.length;
     this.#engine.staged(txn, log).forEach((r, i) => {
       if (end + i >= from) visit(end + i, r);
