@@ -74,6 +74,15 @@ export class UnknownEventTypeError extends AnnalsError {
   readonly code = 'UNKNOWN_EVENT_TYPE' as const;
 }
 
+/**
+ * A record the topic cannot hold: a record without a key sent to a compacted topic
+ * (`cleanup.policy` with `compact` keeps the latest record of every key, so every record needs
+ * one). Nothing was written. Kafka's INVALID_RECORD.
+ */
+export class InvalidRecordError extends AnnalsError {
+  readonly code = 'INVALID_RECORD' as const;
+}
+
 /** A stored event's version has no upcaster path to the latest, or an upcaster threw. */
 export class UpcastError extends AnnalsError {
   readonly code = 'UPCAST_FAILED' as const;

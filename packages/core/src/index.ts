@@ -8,6 +8,7 @@ export {
   AnnalsError,
   CommitOutcomeUnknownError,
   CleanerLeaseLostError,
+  InvalidRecordError,
   ConcurrentTransactionsError,
   ConnectionError,
   CorruptRecordError,

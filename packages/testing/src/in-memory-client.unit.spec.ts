@@ -32,3 +32,43 @@ describe('Annals on InMemoryLogStorage', () => {
     await consumer.disconnect();
   });
 });
+
+describe('the cleaner through the client, on InMemoryLogStorage', () => {
+  it('refuses a record without a key on a compacted topic, writing nothing of the send', async () => {
+    await using annals = new Annals({ clientId: 'unit', storage: new InMemoryLogStorage() });
+    await annals.admin().createTopics({ topics: [{ topic: 'profiles', configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }] });
+    const producer = annals.producer();
+    await expect(
+      producer.send({ topic: 'profiles', messages: [{ key: 'u1', value: 'a' }, { key: null, value: 'b' }] }),
+    ).rejects.toMatchObject({ name: 'InvalidRecordError', code: 'INVALID_RECORD', topic: 'profiles' });
+    expect((await annals.admin().fetchTopicOffsets('profiles'))[0]!.high).toBe('0');
+  });
+
+  it('annals.cleaner.runOnce compacts a topic and reports what it did', async () => {
+    await using annals = new Annals({ clientId: 'unit', storage: new InMemoryLogStorage(), cleaner: false });
+    await annals.admin().createTopics({ topics: [{ topic: 'profiles', configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }] });
+    const producer = annals.producer();
+    await producer.send({ topic: 'profiles', messages: ['a', 'b', 'c'].map((v) => ({ key: 'u1', value: v, partition: 0 })) });
+    const progress: number[] = [];
+    const result = await annals.cleaner.runOnce({ onProgress: (p) => progress.push(p.done) });
+    expect(result.ran).toBe(true);
+    if (!result.ran) return;
+    expect(result.report.partitions.find((p) => p.partition === 0)).toMatchObject({ recordsCompacted: 2, cleanedOffset: 3n });
+    expect(progress.length).toBe(result.report.partitions.length);
+    expect(annals.cleaner.started).toBe(false); // cleaner: false — no loop
+  });
+
+  it('starts the in-process cleaner on connect, and it cleans on its interval', async () => {
+    const passes: number[] = [];
+    await using annals = new Annals({ clientId: 'unit', storage: new InMemoryLogStorage(), cleaner: { intervalMs: 20, onPass: (r) => passes.push(r.partitions.length) } });
+    await annals.admin().createTopics({ topics: [{ topic: 'profiles', configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }] });
+    expect(annals.cleaner.started).toBe(true);
+    const deadline = Date.now() + 5_000;
+    while (passes.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(passes.length).toBeGreaterThanOrEqual(2);
+    expect(annals.cleaner.leading).toBe(true);
+    await annals.disconnect();
+    expect(annals.cleaner.started).toBe(false);
+    expect(annals.cleaner.leading).toBe(false);
+  });
+});

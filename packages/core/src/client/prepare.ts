@@ -5,7 +5,7 @@
  */
 import type { EventContract } from '../contracts/event.js';
 import type { TopicContract } from '../contracts/topic.js';
-import { InvalidOptionsError, MessageTooLargeError, UnknownEventTypeError, UnknownTopicOrPartitionError } from '../errors.js';
+import { InvalidOptionsError, InvalidRecordError, MessageTooLargeError, UnknownEventTypeError, UnknownTopicOrPartitionError } from '../errors.js';
 import { partitionFor } from '../partitioner.js';
 import type { AppendRecord, PartitionAppend } from '../storage/log-storage.js';
 import type { ClientContext } from './context.js';
@@ -79,6 +79,12 @@ export async function prepareMessages(
     const value = m.value === null || m.value === undefined ? null : toBytes(m.value, `Message ${i} value`);
     const record: AppendRecord = { key, value, headers: toStoredHeaders(m.headers), timestamp: toTimestamp(m.timestamp) };
     checkSize(meta, record, i);
+    if (key === null && meta.config['cleanup.policy'].includes('compact')) {
+      throw new InvalidRecordError(
+        `Message ${i} for topic "${topic}" has no key, but the topic is compacted (cleanup.policy=${meta.config['cleanup.policy']}): compaction keeps the latest record of every key, so every record needs one. Nothing was written.`,
+        { topic },
+      );
+    }
     const partition =
       m.partition !== undefined && m.partition !== null
         ? checkPartition(meta, m.partition)
