@@ -216,7 +216,16 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       this.#pool = pool;
       this.#ownsPool = true;
     }
-    if (o.migrate) await this.migrate();
+    if (!o.migrate) return;
+    try {
+      await this.migrate();
+    } catch (error) {
+      // Not connected after all: end the pool we opened (never a pool the user passed in).
+      const pool = this.#pool;
+      this.#pool = undefined;
+      if (pool && this.#ownsPool) await pool.end().catch(() => {});
+      throw error;
+    }
   }
 
   /** Applies pending migrations (also done by `connect()` unless `migrate: false`). */

@@ -212,3 +212,14 @@ describe('server restart', () => {
     }
   }, 60_000);
 });
+
+describe('a connect that fails', () => {
+  it('regression: leaves no pool behind (it used to keep the half-opened pool, neither usable nor ended)', async () => {
+    const url = new URL(database.connectionString);
+    url.pathname = '/annals_no_such_database';
+    const storage = new PgLogStorage({ connectionString: url.toString(), schema: 'annals' });
+    await expect(storage.connect()).rejects.toMatchObject({ name: expect.stringMatching(/Error$/) });
+    expect(() => storage.pool).toThrow(/not connected/);
+    await storage.disconnect(); // a no-op, and idempotent
+  });
+});
