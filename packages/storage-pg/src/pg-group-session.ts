@@ -111,6 +111,7 @@ export class PgGroupSession implements GroupSession {
       topics: string[];
       joined_at: number;
       heartbeat_at: number;
+      owned: Array<{ topic: string; partition: number }>;
     }>(plans.liveMembersStatement(this.#t, this.groupId));
     return rows.map((r) => ({
       memberId: r.member_id,
@@ -119,6 +120,7 @@ export class PgGroupSession implements GroupSession {
       topics: r.topics,
       joinedAt: Math.floor(r.joined_at),
       heartbeatAt: Math.floor(r.heartbeat_at),
+      owned: r.owned,
     }));
   }
 

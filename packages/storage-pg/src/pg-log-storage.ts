@@ -964,7 +964,15 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
   }
 
   async describeGroup(groupId: string): Promise<GroupDescription> {
-    const members = await this.#query<{ member_id: string; client_id: string; client_host: string; topics: string[]; joined_at: number; heartbeat_at: number }>(
+    const members = await this.#query<{
+      member_id: string;
+      client_id: string;
+      client_host: string;
+      topics: string[];
+      joined_at: number;
+      heartbeat_at: number;
+      owned: Array<{ topic: string; partition: number }>;
+    }>(
       liveMembersStatement(this.#tables, groupId),
     );
     const parts = await this.#query<{
@@ -986,6 +994,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
         topics: r.topics,
         joinedAt: Math.floor(r.joined_at),
         heartbeatAt: Math.floor(r.heartbeat_at),
+        owned: r.owned,
       })),
       partitions: parts.rows.map((r) => ({
         topic: r.topic,

@@ -71,9 +71,11 @@ FROM expired e`,
 
 export function liveMembersStatement(t: Tables, groupId: string): Statement {
   return {
-    text: `SELECT member_id, client_id, client_host, topics,
-  (extract(epoch FROM joined_at) * 1000)::float8 AS joined_at, (extract(epoch FROM heartbeat_at) * 1000)::float8 AS heartbeat_at
-FROM ${t.groupMembers} WHERE group_id = $1 ORDER BY member_id`,
+    text: `SELECT m.member_id, m.client_id, m.client_host, m.topics,
+  (extract(epoch FROM m.joined_at) * 1000)::float8 AS joined_at, (extract(epoch FROM m.heartbeat_at) * 1000)::float8 AS heartbeat_at,
+  coalesce((SELECT json_agg(json_build_object('topic', o.topic, 'partition', o.partition) ORDER BY o.topic, o.partition)
+    FROM ${t.partitionOwners} o WHERE o.group_id = m.group_id AND o.member_id = m.member_id), '[]'::json) AS owned
+FROM ${t.groupMembers} m WHERE m.group_id = $1 ORDER BY m.member_id`,
     values: [groupId],
   };
 }

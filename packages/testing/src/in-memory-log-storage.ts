@@ -1617,7 +1617,7 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
         );
       }
       if (expired) this.#groupChanged(group);
-      return [...group.members.values()].sort((a, b) => (a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0)).map(liveMember);
+      return [...group.members.values()].sort((a, b) => (a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0)).map((m) => liveMember(m, group));
     },
     claim: (session, topic, partition) => {
       const group = this.#group(session.groupId);
@@ -1757,7 +1757,7 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     this.#assertConnected();
     const group = this.#groups.get(groupId);
     if (!group) return { groupId, members: [], partitions: [] };
-    const members = [...group.members.values()].sort((a, b) => (a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0)).map(liveMember);
+    const members = [...group.members.values()].sort((a, b) => (a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0)).map((m) => liveMember(m, group));
     const topics = new Set<string>();
     for (const m of group.members.values()) for (const t of m.topics) topics.add(t);
     for (const key of [...group.offsets.keys(), ...group.owners.keys()]) topics.add(splitPartitionKey(key)[0]);
@@ -1883,8 +1883,15 @@ function byTopicPartition(a: { topic: string; partition: number }, b: { topic: s
   return a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition;
 }
 
-function liveMember(m: MemberState): LiveMember {
-  return { memberId: m.memberId, clientId: m.clientId, clientHost: m.clientHost, topics: m.topics, joinedAt: m.joinedAt, heartbeatAt: m.heartbeatAt };
+function liveMember(m: MemberState, group: GroupState): LiveMember {
+  const owned: Array<{ topic: string; partition: number }> = [];
+  for (const [key, owner] of group.owners) {
+    if (owner.memberId !== m.memberId) continue;
+    const [topic, partition] = splitPartitionKey(key);
+    owned.push({ topic, partition });
+  }
+  owned.sort(byTopicPartition);
+  return { memberId: m.memberId, clientId: m.clientId, clientHost: m.clientHost, topics: m.topics, joinedAt: m.joinedAt, heartbeatAt: m.heartbeatAt, owned };
 }
 
 // ---- records ---------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ export interface ConsumerInput {
   readonly maxRecordsPerFetch?: number;
   /** Fallback poll (ms) when no notification arrives. @default 5000 */
   readonly maxWaitTimeInMs?: number;
-  /** How partitions are spread over members. @default 'round-robin' */
+  /** How partitions are spread over members (see {@link AssignmentStrategy}). @default 'sticky' */
   readonly assignmentStrategy?: AssignmentStrategy;
   /**
    * Where to start when the committed offset is below the log start offset (records removed by
@@ -107,8 +107,8 @@ function resolveConsumerOptions(input: ConsumerInput): ResolvedConsumerOptions {
   if (heartbeatInterval >= sessionTimeout) {
     throw new InvalidOptionsError(`heartbeatInterval (${heartbeatInterval} ms) must be lower than sessionTimeout (${sessionTimeout} ms).`);
   }
-  const strategy = input.assignmentStrategy ?? 'round-robin';
-  if (strategy !== 'round-robin' && strategy !== 'range') throw new InvalidOptionsError(`assignmentStrategy must be 'round-robin' or 'range'.`);
+  const strategy = input.assignmentStrategy ?? 'sticky';
+  if (strategy !== 'sticky' && strategy !== 'round-robin' && strategy !== 'range') throw new InvalidOptionsError(`assignmentStrategy must be 'sticky', 'round-robin' or 'range'.`);
   const offsetReset = input.offsetReset ?? 'earliest';
   if (!['earliest', 'latest', 'error'].includes(offsetReset)) throw new InvalidOptionsError(`offsetReset must be 'earliest', 'latest' or 'error'.`);
   const onFailure = input.onFailure ?? 'stop';

@@ -220,6 +220,8 @@ export interface LiveMember {
   readonly topics: readonly string[];
   readonly joinedAt: number;
   readonly heartbeatAt: number;
+  /** The partitions this member owns now (sticky assignment keeps them where it can). */
+  readonly owned: ReadonlyArray<{ readonly topic: string; readonly partition: number }>;
 }
 
 /** The result of trying to take a partition: a result, since losing the race is expected. */
