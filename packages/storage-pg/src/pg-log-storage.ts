@@ -30,6 +30,8 @@ import {
   type GroupDescription,
   type GroupSession,
   type GroupSessionEvents,
+  type LagQuery,
+  type LagSnapshot,
   type MemberMetadata,
   type DeferredTransaction,
   type OffsetCommit,
@@ -70,6 +72,7 @@ import {
   commitOffsetsStatement,
   deleteGroupStatements,
   describeGroupStatement,
+  describeLagStatement,
   fetchCommittedStatement,
   listGroupsStatement,
   liveMembersStatement,
@@ -977,6 +980,41 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
         firstUnconsumedTimestamp: r.first_unconsumed_ts === null ? null : Math.floor(r.first_unconsumed_ts),
         ownerMemberId: r.member_id,
         generation: r.generation === null ? null : toBigInt(r.generation),
+      })),
+    };
+  }
+
+  async describeLag(query: LagQuery = {}): Promise<LagSnapshot> {
+    type GroupPartitionRow = [string, string, number, string | null, string, string, string | null, string | null, number | null];
+    const { rows } = await this.#query<{
+      now: number;
+      partitions: Array<[string, number, string, string]>;
+      groups: Array<[string, number | string]>;
+      group_partitions: GroupPartitionRow[];
+    }>(describeLagStatement(this.#tables, query.groupIds ?? null, query.topics ?? null));
+    const row = rows[0]!;
+    const byGroup = new Map<string, GroupPartitionRow[]>();
+    for (const r of row.group_partitions) {
+      let list = byGroup.get(r[0]);
+      if (!list) byGroup.set(r[0], (list = []));
+      list.push(r);
+    }
+    return {
+      now: Math.floor(row.now),
+      partitions: row.partitions.map(([topic, partition, low, high]) => ({ topic, partition, low: toBigInt(low), high: toBigInt(high) })),
+      groups: row.groups.map(([groupId, live]) => ({
+        groupId,
+        liveMembers: Number(live),
+        partitions: (byGroup.get(groupId) ?? []).map(([, topic, partition, committed, low, high, owner, generation, ts]) => ({
+          topic,
+          partition,
+          committedOffset: committed === null ? null : toBigInt(committed),
+          logStartOffset: toBigInt(low),
+          logEndOffset: toBigInt(high),
+          firstUnconsumedTimestamp: ts === null ? null : Math.floor(ts),
+          ownerMemberId: owner,
+          generation: generation === null ? null : toBigInt(generation),
+        })),
       })),
     };
   }
