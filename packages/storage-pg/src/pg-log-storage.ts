@@ -986,13 +986,21 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
 
   async describeLag(query: LagQuery = {}): Promise<LagSnapshot> {
     type GroupPartitionRow = [string, string, number, string | null, string, string, string | null, string | null, number | null];
-    const { rows } = await this.#query<{
+    type Row = {
       now: number;
       partitions: Array<[string, number, string, string]>;
       groups: Array<[string, number | string]>;
       group_partitions: GroupPartitionRow[];
-    }>(describeLagStatement(this.#tables, query.groupIds ?? null, query.topics ?? null));
-    const row = rows[0]!;
+    };
+    const statement = describeLagStatement(this.#tables, query.groupIds ?? null, query.topics ?? null);
+    // The planner's estimates for this statement (CTEs over unions, a correlated lookup per group
+    // partition) pass jit_above_cost even on an empty log, and JIT-compiling it took seconds where
+    // running it takes milliseconds: JIT is off for this one read-only transaction.
+    const row = await this.#inTransaction(async (client) => {
+      await client.query('SET LOCAL jit = off');
+      const { rows } = await client.query<Row>(statement.text, statement.values);
+      return rows[0]!;
+    });
     const byGroup = new Map<string, GroupPartitionRow[]>();
     for (const r of row.group_partitions) {
       let list = byGroup.get(r[0]);
