@@ -207,7 +207,8 @@ ORDER BY parts.topic, parts.partition`,
 }
 
 /**
- * Lag monitoring's read, in one statement (one round trip, one MVCC snapshot, one `now()`):
+ * Lag monitoring's read, in one statement (one MVCC snapshot, one `now()`; the caller runs it in
+ * a short transaction with JIT off, so four round trips whatever the number of groups):
  * the watermarks of the selected topics, the live-member count of the selected groups, and per
  * group partition what `describeGroupStatement` gives. `$1` / `$2`: group ids / topic names, or
  * NULL for all. Offsets travel as text inside the JSON so bigints keep their precision.
