@@ -104,7 +104,7 @@ export type {
 } from './client/consumer.js';
 export { assignPartitions } from './client/assignors.js';
 export type { AssignmentStrategy, TopicPartition } from './client/assignors.js';
-export type { GroupLag, OffsetResetTarget } from './client/admin.js';
+export type { DescribeLagOptions, GroupLag, LagDescription, OffsetResetTarget } from './client/admin.js';
 export { PartitionReader } from './client/reader.js';
 export type { Assignment, ReaderBatch, ReaderInput, ReaderRunInput, StartOffset } from './client/reader.js';
 export type { IHeaders, KafkaMessage, Message, RecordMetadata } from './client/messages.js';

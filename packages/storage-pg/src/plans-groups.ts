@@ -208,6 +208,56 @@ ORDER BY parts.topic, parts.partition`,
   };
 }
 
+/**
+ * Lag monitoring's read, in one statement (one MVCC snapshot, one `now()`; the caller runs it in
+ * a short transaction with JIT off, so four round trips whatever the number of groups):
+ * the watermarks of the selected topics, the live-member count of the selected groups, and per
+ * group partition what `describeGroupStatement` gives. `$1` / `$2`: group ids / topic names, or
+ * NULL for all. Offsets travel as text inside the JSON so bigints keep their precision.
+ *
+ * The group partitions are those of `describeGroupStatement` (the topics a group subscribes to or
+ * has offsets or owners for); the first unconsumed record is one primary-key lookup each.
+ */
+export function describeLagStatement(t: Tables, groupIds: readonly string[] | null, topics: readonly string[] | null): Statement {
+  return {
+    text: `WITH sel_groups AS (
+  SELECT group_id FROM ${t.groupMembers} WHERE $1::text[] IS NULL OR group_id = ANY($1::text[])
+  UNION SELECT group_id FROM ${t.groupOffsets} WHERE $1::text[] IS NULL OR group_id = ANY($1::text[])
+  UNION SELECT group_id FROM ${t.partitionOwners} WHERE $1::text[] IS NULL OR group_id = ANY($1::text[])
+), parts AS (
+  SELECT p.topic, p.partition, p.log_start_offset, p.next_offset FROM ${t.partitions} p
+  WHERE $2::text[] IS NULL OR p.topic = ANY($2::text[])
+), group_topics AS (
+  SELECT m.group_id, unnest(m.topics) AS topic FROM ${t.groupMembers} m JOIN sel_groups USING (group_id)
+  UNION SELECT g.group_id, g.topic FROM ${t.groupOffsets} g JOIN sel_groups USING (group_id)
+  UNION SELECT o.group_id, o.topic FROM ${t.partitionOwners} o JOIN sel_groups USING (group_id)
+), group_parts AS (
+  SELECT gt.group_id, parts.topic, parts.partition, parts.log_start_offset, parts.next_offset, g.committed_offset, o.member_id, o.generation
+  FROM group_topics gt
+  JOIN parts ON parts.topic = gt.topic
+  LEFT JOIN ${t.groupOffsets} g ON g.group_id = gt.group_id AND g.topic = parts.topic AND g.partition = parts.partition
+  LEFT JOIN ${t.partitionOwners} o ON o.group_id = gt.group_id AND o.topic = parts.topic AND o.partition = parts.partition
+)
+SELECT (extract(epoch FROM now()) * 1000)::float8 AS now,
+  (SELECT coalesce(json_agg(json_build_array(topic, partition, log_start_offset::text, next_offset::text) ORDER BY topic, partition), '[]'::json)
+     FROM parts) AS partitions,
+  (SELECT coalesce(json_agg(json_build_array(s.group_id,
+       (SELECT count(*) FROM ${t.groupMembers} m
+          WHERE m.group_id = s.group_id AND m.heartbeat_at >= now() - m.session_timeout_ms * interval '1 millisecond')
+     ) ORDER BY s.group_id), '[]'::json)
+     FROM sel_groups s) AS groups,
+  (SELECT coalesce(json_agg(json_build_array(gp.group_id, gp.topic, gp.partition, gp.committed_offset::text,
+       gp.log_start_offset::text, gp.next_offset::text, gp.member_id, gp.generation::text,
+       (SELECT (extract(epoch FROM r."timestamp") * 1000)::float8 FROM ${t.records} r
+         WHERE r.topic = gp.topic AND r.partition = gp.partition
+           AND r."offset" >= greatest(coalesce(gp.committed_offset, gp.log_start_offset), gp.log_start_offset)
+         ORDER BY r."offset" LIMIT 1)
+     ) ORDER BY gp.group_id, gp.topic, gp.partition), '[]'::json)
+     FROM group_parts gp) AS group_partitions`,
+    values: [groupIds ? [...groupIds] : null, topics ? [...topics] : null],
+  };
+}
+
 export function deleteGroupStatements(t: Tables, groupIds: readonly string[]): Statement[] {
   return [
     { text: `SELECT group_id FROM ${t.groupMembers} WHERE group_id = ANY($1::text[]) FOR UPDATE`, values: [groupIds] },

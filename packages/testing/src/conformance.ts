@@ -1064,6 +1064,64 @@ export function describeLogStorageConformance(
         }
       });
 
+      it('describeLag reads watermarks and every group position at once, with the store clock; filters by group and topic', async () => {
+        await storage.createTopics([spec('lag-a', 2), spec('lag-b'), spec('lag-idle')]);
+        await storage.append([
+          { topic: 'lag-a', partition: 0, records: [1000, 2000, 3000].map((t) => rec(`a${t}`, { timestamp: t })) },
+          { topic: 'lag-a', partition: 1, records: [rec('a1', { timestamp: 1500 })] },
+          { topic: 'lag-b', partition: 0, records: ['b0', 'b1', 'b2', 'b3', 'b4'].map((v) => rec(v)) },
+        ]);
+        await storage.commitOffsets('g1', [{ topic: 'lag-a', partition: 0, offset: 1n }]);
+        await storage.commitOffsets('g2', [{ topic: 'lag-b', partition: 0, offset: 5n }]);
+        const live = await storage.joinGroup('g1', member('live', ['lag-a', 'lag-b']), quiet());
+        // A member whose session timeout has passed without a heartbeat is not live, even before anyone expires it.
+        const silent = await storage.joinGroup('g3', member('silent', ['lag-idle'], 1), quiet());
+        try {
+          await sleep(50);
+          const before = Date.now();
+          const snapshot = await storage.describeLag();
+          expect(Math.abs(snapshot.now - before)).toBeLessThan(5 * 60_000);
+          expect(snapshot.partitions).toEqual([
+            { topic: 'lag-a', partition: 0, low: 0n, high: 3n },
+            { topic: 'lag-a', partition: 1, low: 0n, high: 1n },
+            { topic: 'lag-b', partition: 0, low: 0n, high: 5n },
+            { topic: 'lag-idle', partition: 0, low: 0n, high: 0n },
+          ]);
+          expect(snapshot.groups.map((g) => [g.groupId, g.liveMembers])).toEqual([
+            ['g1', 1],
+            ['g2', 0],
+            ['g3', 0],
+          ]);
+          const g1 = snapshot.groups[0]!;
+          // The same figures describeGroup gives, one group at a time.
+          expect(g1.partitions).toEqual((await storage.describeGroup('g1')).partitions);
+          expect(g1.partitions.map((p) => [p.topic, p.partition, p.committedOffset, p.logStartOffset, p.logEndOffset, p.ownerMemberId])).toEqual([
+            ['lag-a', 0, 1n, 0n, 3n, null],
+            ['lag-a', 1, null, 0n, 1n, null],
+            ['lag-b', 0, null, 0n, 5n, null],
+          ]);
+          expect(g1.partitions.slice(0, 2).map((p) => p.firstUnconsumedTimestamp)).toEqual([2000, 1500]);
+          // Records appended without a timestamp carry the store clock's, the clock `now` is read from.
+          expect(Math.abs(g1.partitions[2]!.firstUnconsumedTimestamp! - snapshot.now)).toBeLessThan(60_000);
+          expect(g1.partitions[2]!.firstUnconsumedTimestamp!).toBeLessThanOrEqual(snapshot.now);
+          expect(snapshot.groups[1]!.partitions).toEqual([
+            { topic: 'lag-b', partition: 0, committedOffset: 5n, logStartOffset: 0n, logEndOffset: 5n, firstUnconsumedTimestamp: null, ownerMemberId: null, generation: null },
+          ]);
+          expect(snapshot.groups[2]!.partitions.map((p) => [p.topic, p.partition, p.committedOffset])).toEqual([['lag-idle', 0, null]]);
+
+          const filtered = await storage.describeLag({ groupIds: ['g1', 'no-such-group'], topics: ['lag-b', 'no-such-topic'] });
+          expect(filtered.partitions).toEqual([{ topic: 'lag-b', partition: 0, low: 0n, high: 5n }]);
+          expect(filtered.groups.map((g) => [g.groupId, g.liveMembers, g.partitions.map((p) => `${p.topic}/${p.partition}`)])).toEqual([
+            ['g1', 1, ['lag-b/0']],
+          ]);
+          const none = await storage.describeLag({ groupIds: [], topics: [] });
+          expect([none.partitions, none.groups]).toEqual([[], []]);
+        } finally {
+          await live.leave();
+          await silent.leave();
+        }
+      });
+
       it('a group session is woken for appends to its topics only', async () => {
         await storage.createTopics([spec('wake-a', 2), spec('wake-b')]);
         const appends: Array<[string, number]> = [];

@@ -81,6 +81,8 @@ import {
   type GroupPartitionState,
   type GroupSession,
   type GroupSessionEvents,
+  type LagQuery,
+  type LagSnapshot,
   type LiveMember,
   type LogStorage,
   type MemberMetadata,
@@ -1758,11 +1760,20 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
     const group = this.#groups.get(groupId);
     if (!group) return { groupId, members: [], partitions: [] };
     const members = [...group.members.values()].sort((a, b) => (a.memberId < b.memberId ? -1 : a.memberId > b.memberId ? 1 : 0)).map((m) => liveMember(m, group));
+    return { groupId, members, partitions: this.#groupPartitions(group) };
+  }
+
+  /**
+   * Every partition of the topics the group subscribes to or has offsets or owners for (only
+   * those in `wanted`, when given), sorted by topic and partition.
+   */
+  #groupPartitions(group: GroupState, wanted?: ReadonlySet<string>): GroupPartitionState[] {
     const topics = new Set<string>();
     for (const m of group.members.values()) for (const t of m.topics) topics.add(t);
     for (const key of [...group.offsets.keys(), ...group.owners.keys()]) topics.add(splitPartitionKey(key)[0]);
     const partitions: GroupPartitionState[] = [];
     for (const name of [...topics].sort()) {
+      if (wanted && !wanted.has(name)) continue;
       const topic = this.#topics.get(name);
       if (!topic) continue;
       for (const log of topic.partitions) {
@@ -1782,7 +1793,34 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
         });
       }
     }
-    return { groupId, members, partitions };
+    return partitions;
+  }
+
+  /**
+   * Watermarks of the selected topics and positions of the selected groups, read at one moment
+   * (synchronously: nothing interleaves), with the store clock as `now`. A member counts as live
+   * while its last heartbeat is within its session timeout by that clock.
+   */
+  async describeLag(query: LagQuery = {}): Promise<LagSnapshot> {
+    this.#assertConnected();
+    const now = Math.floor(this.now());
+    const wantedTopics = query.topics === undefined ? undefined : new Set(query.topics);
+    const partitions = [...this.#topics.keys()]
+      .filter((name) => !wantedTopics || wantedTopics.has(name))
+      .sort()
+      .flatMap((name) =>
+        this.#topics.get(name)!.partitions.map((log) => ({ topic: name, partition: log.partition, low: log.logStartOffset, high: log.logEndOffset })),
+      );
+    const groupIds = (query.groupIds === undefined ? [...this.#groups.keys()] : [...new Set(query.groupIds)]).sort();
+    const groups = [];
+    for (const groupId of groupIds) {
+      const group = this.#groups.get(groupId);
+      if (!group || (group.members.size === 0 && group.owners.size === 0 && group.offsets.size === 0)) continue;
+      let liveMembers = 0;
+      for (const m of group.members.values()) if (m.heartbeatAt >= now - m.sessionTimeoutMs) liveMembers++;
+      groups.push({ groupId, liveMembers, partitions: this.#groupPartitions(group, wantedTopics) });
+    }
+    return { now, partitions, groups };
   }
 
   /** Deletes groups' offsets and ownership state, all or none; a group with members throws `GroupNotEmptyError`. */

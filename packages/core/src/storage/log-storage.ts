@@ -308,6 +308,52 @@ export interface GroupDescription {
   readonly partitions: readonly GroupPartitionState[];
 }
 
+/** What {@link GroupStorage.describeLag} reads. */
+export interface LagQuery {
+  /** Consumer groups to describe; every group (as `listGroups` lists them) when omitted. */
+  readonly groupIds?: readonly string[];
+  /**
+   * Topics to describe: their partitions' watermarks, and only the group partitions of these
+   * topics. Every topic when omitted. Names of topics that do not exist are ignored (a filter, not
+   * a lookup: nothing throws `UnknownTopicOrPartitionError`).
+   */
+  readonly topics?: readonly string[];
+}
+
+/** One partition's watermarks, with its topic. */
+export interface TopicPartitionWatermarks extends PartitionWatermarks {
+  readonly topic: string;
+}
+
+/** One consumer group in a {@link LagSnapshot}. */
+export interface GroupLagState {
+  readonly groupId: string;
+  /**
+   * Members whose last heartbeat is within their session timeout, by the store clock. A member
+   * that died but was not yet expired by another member's heartbeat is not counted.
+   */
+  readonly liveMembers: number;
+  /** As `describeGroup` gives them, restricted to the query's topics; sorted by topic and partition. */
+  readonly partitions: readonly GroupPartitionState[];
+}
+
+/**
+ * Watermarks and consumer-group positions read together, at one moment (one statement on
+ * PostgreSQL), with the store's clock at that moment: what lag monitoring scrapes.
+ */
+export interface LagSnapshot {
+  /**
+   * The store's clock when the snapshot was read, in milliseconds since the epoch (the database
+   * clock on PostgreSQL). Lag in seconds is `now − firstUnconsumedTimestamp`, so it is judged by
+   * the same clock that stamps records appended without a timestamp, not by the client's.
+   */
+  readonly now: number;
+  /** Every partition of the selected topics, sorted by topic and partition. */
+  readonly partitions: readonly TopicPartitionWatermarks[];
+  /** The selected groups that exist, sorted by id. */
+  readonly groups: readonly GroupLagState[];
+}
+
 /** The consumer-group part of the storage port. */
 export interface GroupStorage {
   joinGroup(groupId: string, member: MemberMetadata, events: GroupSessionEvents): Promise<GroupSession>;
@@ -319,6 +365,21 @@ export interface GroupStorage {
   fetchCommittedOffsets(groupId: string, topics?: readonly string[]): Promise<CommittedOffset[]>;
   listGroups(): Promise<string[]>;
   describeGroup(groupId: string): Promise<GroupDescription>;
+  /**
+   * Watermarks of the selected topics and positions of the selected groups, read at one moment in
+   * a bounded number of round trips (not one per group or partition), with the store's clock.
+   * Lag monitoring calls this on every scrape. Unknown group ids and topic names are left out.
+   *
+   * @example
+   * ```ts
+   * const snapshot = await storage.describeLag({ groupIds: ['payment-service'] });
+   * for (const g of snapshot.groups) for (const p of g.partitions) {
+   *   const from = p.committedOffset ?? p.logStartOffset;
+   *   console.log(g.groupId, p.topic, p.partition, p.logEndOffset - from);
+   * }
+   * ```
+   */
+  describeLag(query?: LagQuery): Promise<LagSnapshot>;
   /** Deletes groups' offsets and state. Throws `GroupNotEmptyError` if one has live members. */
   deleteGroups(groupIds: readonly string[]): Promise<void>;
 }
