@@ -216,7 +216,7 @@ export class PgCleanerLease implements CleanerLease {
         }
       }
     }
-    await this.#q(cleaning.pruneTimeStatement(t, topic, partition, logStart));
+    await this.#q(cleaning.pruneTimeStatement(t, options.now === undefined ? null : new Date(options.now), topic, partition, logStart, longestTimeRule(config)));
 
     return {
       topic,
@@ -257,6 +257,14 @@ export class PgCleanerLease implements CleanerLease {
     await this.#ddl(cleaning.dropSegmentSql(schema, s.table_name));
     await this.#q(cleaning.forgetSegmentStatement(this.tables, s.table_name));
   }
+}
+
+/** The longest duration any cutoff of this topic judges by (ms), or null when none applies. */
+export function longestTimeRule(config: TopicConfig): number | null {
+  const rules: number[] = [];
+  if (config['cleanup.policy'].includes('delete') && config['retention.ms'] >= 0) rules.push(config['retention.ms']);
+  if (config['cleanup.policy'].includes('compact')) rules.push(config['min.compaction.lag.ms'], config['delete.retention.ms']);
+  return rules.length === 0 ? null : Math.max(...rules);
 }
 
 /** Tries the lease on a fresh session; closes the session when another holds it. */

@@ -203,11 +203,16 @@ export function forgetSegmentStatement(t: Tables, tableName: string): Statement 
   return { text: `DELETE FROM ${t.segments} WHERE table_name = $1`, values: [tableName] };
 }
 
-/** Time notes that no cutoff can use any more: at or below the log start. */
-export function pruneTimeStatement(t: Tables, topic: string, partition: number, logStart: bigint): Statement {
+/**
+ * Time notes that no cutoff can use any more: those at or below the log start, and those older
+ * than the note the longest duration (`keepMs`) picks now — cutoffs only move forward, so none
+ * will pick an older one again. `keepMs` null: no duration applies, no note is needed.
+ */
+export function pruneTimeStatement(t: Tables, now: Date | null, topic: string, partition: number, logStart: bigint, keepMs: number | null): Statement {
   return {
-    text: `DELETE FROM ${t.timeIndex} WHERE topic = $1 AND partition = $2 AND "offset" <= $3`,
-    values: [topic, partition, logStart.toString()],
+    text: `DELETE FROM ${t.timeIndex} WHERE topic = $2 AND partition = $3 AND ("offset" <= $4 OR $5::bigint IS NULL OR at < (
+  SELECT max(at) FROM ${t.timeIndex} WHERE topic = $2 AND partition = $3 AND at <= ${clock} - $5::bigint * interval '1 millisecond'))`,
+    values: [now, topic, partition, logStart.toString(), keepMs],
   };
 }
 

@@ -1085,7 +1085,14 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
             }
           }
         }
-        const kept = log.timeNotes.filter((n) => n.offset > log.start);
+        // Notes no cutoff can use again: at or below the log start, or older than the one the
+        // longest rule picks now (cutoffs only move forward).
+        const rules: number[] = [];
+        if (policy.includes('delete') && config['retention.ms'] >= 0) rules.push(config['retention.ms']);
+        if (policy.includes('compact')) rules.push(config['min.compaction.lag.ms'], config['delete.retention.ms']);
+        const horizon = rules.length === 0 ? null : Math.max(...rules);
+        const oldestUseful = horizon === null ? Infinity : Math.max(-Infinity, ...log.timeNotes.filter((n) => n.at <= now - horizon).map((n) => n.at));
+        const kept = log.timeNotes.filter((n) => n.offset > log.start && n.at >= oldestUseful);
         log.timeNotes.splice(0, log.timeNotes.length, ...kept);
         const report: PartitionCleanReport = {
           topic: name,
