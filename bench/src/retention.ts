@@ -1,0 +1,477 @@
+/**
+ * Benchmark (issue 7): retention under load. Expire a backlog of 1,000,000 records while a
+ * producer publishes at a steady rate:
+ *
+ * - **time to reclaim**: the duration of the cleaner pass that expires the backlog (log start
+ *   moved, whole segments detached `CONCURRENTLY` and dropped, the rest deleted in chunks);
+ * - **table size** of the topic before and after (every table of its partition tree, indexes and
+ *   TOAST included: `pg_partition_tree` + `pg_total_relation_size`), with no VACUUM of any kind;
+ * - **the producer's latency** (awaited single sends, open loop at a fixed rate) while the pass
+ *   runs, against a window without cleanup **in the same round**. Target: p99 during cleanup
+ *   ≤ 1.5 × p99 without.
+ *
+ * Every round loads a fresh topic (retention.ms = 1 h, segments of ~9% of the backlog, so ~11
+ * whole segments are dropped and the rows of the twelfth below the log start are deleted), lets a
+ * real pass note the time, then runs the producer through two windows — without cleanup, and
+ * during `runOnce({ now: Date.now() + 2 h })`, which judges the whole backlog past retention —
+ * alternating which window comes first. `pg_stat_activity` is sampled every 20 ms in both windows
+ * (the producer's and the cleaner's sessions) to show what they wait on.
+ *
+ * Environment:
+ * - BENCH_RETENTION_RECORDS     backlog per round (default 1,000,000; 100,000 with BENCH_QUICK; 0 skips)
+ * - BENCH_RETENTION_ROUNDS      rounds (default 3; 2 with BENCH_QUICK)
+ * - BENCH_RETENTION_RATE        producer sends per second (default 300)
+ * - BENCH_RETENTION_BASE_MS     the window without cleanup (default 8,000; 3,000 with BENCH_QUICK)
+ * - BENCH_RETENTION_PARTITIONS  partitions of the topic (default 1)
+ * - BENCH_RETENTION_SEGMENT     segment.records (default 9% of a partition's backlog, ≥ 1,000)
+ * - BENCH_RETENTION_CHUNK       the cleaner's chunkRecords (default 5,000, the cleaner's default)
+ */
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { Annals, partitionFor, type AppendRecord, type PartitionAppend, type Producer } from '@annals/core';
+import { postgres } from '@annals/storage-pg';
+import pg from 'pg';
+import { makeKey, makeValue, median, now, percentile, sleep } from './common.js';
+
+export interface RetentionBenchInput {
+  readonly url: string;
+  readonly log: (line: string) => void;
+  readonly quick: boolean;
+}
+
+export interface RetentionBenchReport {
+  readonly markdown: string;
+  readonly pass: boolean;
+}
+
+const HOUR = 3_600_000;
+const PRODUCER_APP = 'bench-retention-producer';
+const CLEANER_APP = 'annals:cleaner';
+const LOAD_BATCH = 8_000;
+
+function intEnv(name: string, fallback: number, min = 0): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}.`);
+  return n;
+}
+
+const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
+const ms = (n: number) => (Number.isFinite(n) ? `${n.toFixed(2)} ms` : 'n/a');
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+
+function withApplicationName(url: string, name: string): string {
+  const u = new URL(url);
+  u.searchParams.set('application_name', name);
+  return u.toString();
+}
+
+// ---- the steady producer -------------------------------------------------------------------------
+
+interface Sample {
+  readonly at: number;
+  readonly latency: number;
+}
+
+/** Sends one message every 1000/rate ms without waiting for the previous one; records each ack's latency. */
+class SteadyProducer {
+  readonly samples: Sample[] = [];
+  errors = 0;
+  sent = 0;
+  #running = false;
+  #loop: Promise<void> | undefined;
+  #pending = new Set<Promise<void>>();
+
+  constructor(
+    private readonly producer: Producer,
+    private readonly topic: string,
+    private readonly rate: number,
+    private readonly idBase: number,
+  ) {}
+
+  start(): void {
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    const interval = 1000 / this.rate;
+    const t0 = now();
+    let n = 0;
+    while (this.#running) {
+      const due = Math.floor((now() - t0) / interval) + 1;
+      while (n < due && this.#running) {
+        const id = this.idBase + n++;
+        const at = now();
+        this.sent++;
+        const p = this.producer
+          .send({ topic: this.topic, messages: [{ key: makeKey(id), value: makeValue(id) }] })
+          .then(
+            () => void this.samples.push({ at, latency: now() - at }),
+            () => void this.errors++,
+          )
+          .finally(() => this.#pending.delete(p));
+        this.#pending.add(p);
+      }
+      await sleep(1);
+    }
+  }
+
+  /** Latencies of the sends started in [from, to). */
+  between(from: number, to: number): number[] {
+    return this.samples.filter((s) => s.at >= from && s.at < to).map((s) => s.latency);
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.#loop;
+    await Promise.allSettled([...this.#pending]);
+  }
+}
+
+// ---- wait-event sampling --------------------------------------------------------------------------
+
+/** Samples what the producer's and the cleaner's sessions are doing, every `everyMs`, until stopped. */
+class ActivitySampler {
+  readonly counts = new Map<string, number>();
+  /** Cleaner statements seen while a producer session waited on a lock. */
+  readonly blockers = new Map<string, number>();
+  samples = 0;
+  #running = false;
+  #loop: Promise<void> | undefined;
+
+  constructor(
+    private readonly client: pg.Client,
+    private readonly everyMs: number,
+  ) {}
+
+  start(): void {
+    this.#running = true;
+    this.#loop = (async () => {
+      while (this.#running) {
+        const { rows } = await this.client.query<{ app: string; state: string; wtype: string | null; wevent: string | null; query: string; blocked_by: string | null }>(
+          `SELECT a.application_name AS app, a.state, a.wait_event_type AS wtype, a.wait_event AS wevent, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 70) AS query,
+             (SELECT string_agg(DISTINCT b.application_name || ': ' || left(regexp_replace(b.query, '\\s+', ' ', 'g'), 70), ' | ')
+                FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(a.pid))) AS blocked_by
+           FROM pg_stat_activity a
+           WHERE a.datname = current_database() AND a.application_name IN ($1, $2) AND a.state NOT IN ('idle')`,
+          [PRODUCER_APP, CLEANER_APP],
+        );
+        this.samples++;
+        for (const r of rows) {
+          const who = r.app === PRODUCER_APP ? 'producer' : 'cleaner';
+          const what = r.wtype ? `${r.wtype}:${r.wevent}` : 'on CPU';
+          const key = who === 'cleaner' && r.state === 'active' ? `cleaner ${what} — ${r.query}` : `${who} ${r.state === 'active' ? what : r.state}`;
+          this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+          if (r.blocked_by) this.blockers.set(`${who} blocked by ${r.blocked_by}`, (this.blockers.get(`${who} blocked by ${r.blocked_by}`) ?? 0) + 1);
+        }
+        await sleep(this.everyMs);
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    await this.#loop;
+  }
+
+  top(n: number): string[] {
+    return [...this.counts.entries(), ...this.blockers.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([k, c]) => `${k} (${c}/${this.samples})`);
+  }
+}
+
+// ---- loading and sizes ----------------------------------------------------------------------------
+
+async function loadBacklog(annals: Annals<any>, topic: string, partitions: number, records: number, idBase: number): Promise<number> {
+  const enc = new TextEncoder();
+  const buffers = new Map<number, AppendRecord[]>();
+  const queue: PartitionAppend[] = [];
+  for (let i = 0; i < records; i++) {
+    const key = enc.encode(makeKey(idBase + i));
+    const p = partitionFor(key, partitions);
+    let buffer = buffers.get(p);
+    if (!buffer) buffers.set(p, (buffer = []));
+    buffer.push({ key, value: enc.encode(makeValue(idBase + i)), headers: null, timestamp: null });
+    if (buffer.length === LOAD_BATCH) {
+      queue.push({ topic, partition: p, records: buffer });
+      buffers.set(p, []);
+    }
+  }
+  for (const [p, rs] of buffers) if (rs.length > 0) queue.push({ topic, partition: p, records: rs });
+  const t0 = now();
+  // Three appenders; a partition's batches go in order.
+  const busy = new Set<number>();
+  const worker = async () => {
+    for (;;) {
+      const i = queue.findIndex((a) => !busy.has(a.partition));
+      if (i < 0) {
+        if (queue.length === 0) return;
+        await sleep(1);
+        continue;
+      }
+      const [append] = queue.splice(i, 1);
+      busy.add(append!.partition);
+      try {
+        await annals.storage.append([append!]);
+      } finally {
+        busy.delete(append!.partition);
+      }
+    }
+  };
+  await Promise.all([worker(), worker(), worker()]);
+  return now() - t0;
+}
+
+interface TopicSize {
+  readonly bytes: number;
+  readonly tables: number;
+}
+
+/** On-disk size of every table in the topic's partition tree (heap, indexes, TOAST), and the number of segment tables. */
+async function topicSize(client: pg.Client, schema: string, topic: string): Promise<TopicSize> {
+  const { rows } = await client.query<{ bytes: string; tables: number }>(
+    `SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0)::text AS bytes, (count(*) FILTER (WHERE t.isleaf))::int AS tables
+     FROM "${schema}".topics tp, pg_partition_tree(to_regclass(format('%I.%I', $1::text, 'records_t' || tp.id))) t
+     WHERE tp.name = $2`,
+    [schema, topic],
+  );
+  return { bytes: Number(rows[0]?.bytes ?? 0), tables: rows[0]?.tables ?? 0 };
+}
+
+// ---- one round ------------------------------------------------------------------------------------
+
+interface RoundResult {
+  readonly loadMs: number;
+  readonly passMs: number;
+  readonly before: TopicSize;
+  readonly after: TopicSize;
+  readonly segmentsDropped: number;
+  readonly recordsExpired: number;
+  readonly logStart: bigint;
+  readonly baseP50: number;
+  readonly baseP99: number;
+  readonly baseN: number;
+  readonly cleanP50: number;
+  readonly cleanP99: number;
+  readonly cleanMax: number;
+  readonly cleanN: number;
+  readonly errors: number;
+  readonly baseWaits: string[];
+  readonly cleanWaits: string[];
+  readonly cleanupFirst: boolean;
+}
+
+interface Setup {
+  readonly url: string;
+  readonly schema: string;
+  readonly log: (line: string) => void;
+  readonly loader: Annals<any>;
+  readonly cleaner: Annals<any>;
+  readonly producerClient: Annals<any>;
+  readonly admin: pg.Client;
+  readonly sampler: pg.Client;
+  readonly records: number;
+  readonly partitions: number;
+  readonly segment: number;
+  readonly rate: number;
+  readonly baseMs: number;
+}
+
+async function round(s: Setup, index: number, cleanupFirst: boolean): Promise<RoundResult> {
+  const topic = `bench-retention-${index}`;
+  await s.loader.admin().createTopics({
+    topics: [
+      {
+        topic,
+        numPartitions: s.partitions,
+        configEntries: [
+          { name: 'retention.ms', value: String(HOUR) },
+          { name: 'segment.records', value: String(s.segment) },
+        ],
+      },
+    ],
+  });
+  const idBase = 1_000_000_000 * (index + 1);
+  const loadMs = await loadBacklog(s.loader, topic, s.partitions, s.records, idBase);
+  s.log(`retention round ${index + 1}: ${fmt(s.records)} records loaded in ${(loadMs / 1000).toFixed(1)} s (${fmt((s.records * 1000) / loadMs)}/s)`);
+  // The load wrote a few hundred MB of WAL: flush it now so a checkpoint does not land in one window only.
+  await s.admin.query('CHECKPOINT').catch((e: unknown) => s.log(`CHECKPOINT: ${String(e)}`));
+  // A real pass notes the time: "everything below the log end was appended by now".
+  const noted = await s.cleaner.cleaner.runOnce({ topics: [topic] });
+  if (!noted.ran) throw new Error(`retention bench: the cleaner did not run (${noted.reason})`);
+  if (noted.report.partitions.some((p) => p.logStartMovedBy !== null)) throw new Error('retention bench: the first pass moved a log start');
+  const before = await topicSize(s.admin, s.schema, topic);
+
+  const producer = s.producerClient.producer();
+  await producer.connect();
+  const steady = new SteadyProducer(producer, topic, s.rate, idBase + s.records);
+  steady.start();
+  await sleep(1_000); // warm-up: connections, plans
+
+  const activity = async (fn: () => Promise<void>): Promise<{ from: number; to: number; waits: string[] }> => {
+    const sampler = new ActivitySampler(s.sampler, 20);
+    sampler.start();
+    const from = now();
+    try {
+      await fn();
+    } finally {
+      await sampler.stop();
+    }
+    return { from, to: now(), waits: sampler.top(6) };
+  };
+  let report: Awaited<ReturnType<typeof s.cleaner.cleaner.runOnce>> | undefined;
+  const cleanup = () =>
+    activity(async () => {
+      report = await s.cleaner.cleaner.runOnce({ topics: [topic], now: Date.now() + 2 * HOUR });
+    });
+  const baseline = () => activity(() => sleep(s.baseMs));
+  let clean: { from: number; to: number; waits: string[] };
+  let base: { from: number; to: number; waits: string[] };
+  if (cleanupFirst) {
+    clean = await cleanup();
+    await sleep(500);
+    base = await baseline();
+  } else {
+    base = await baseline();
+    clean = await cleanup();
+  }
+  await sleep(200);
+  await steady.stop();
+  await producer.disconnect();
+  if (!report?.ran) throw new Error(`retention bench: the expiring pass did not run`);
+  const after = await topicSize(s.admin, s.schema, topic);
+  const parts = report.report.partitions;
+  const offsets = await s.loader.admin().fetchTopicOffsets(topic);
+  const logStart = offsets.reduce((sum, p) => sum + BigInt(p.low), 0n);
+  if (logStart < BigInt(s.records)) throw new Error(`retention bench: only ${logStart} of ${s.records} records expired`);
+  if (steady.errors > 0) throw new Error(`retention bench: ${steady.errors} producer sends failed`);
+
+  const baseLat = steady.between(base.from, base.to);
+  const cleanLat = steady.between(clean.from, clean.to);
+  const result: RoundResult = {
+    loadMs,
+    passMs: report.report.durationMs,
+    before,
+    after,
+    segmentsDropped: parts.reduce((n, p) => n + p.segmentsDropped, 0),
+    recordsExpired: parts.reduce((n, p) => n + p.recordsExpired, 0),
+    logStart,
+    baseP50: percentile(baseLat, 50),
+    baseP99: percentile(baseLat, 99),
+    baseN: baseLat.length,
+    cleanP50: percentile(cleanLat, 50),
+    cleanP99: percentile(cleanLat, 99),
+    cleanMax: Math.max(...cleanLat),
+    cleanN: cleanLat.length,
+    errors: steady.errors,
+    baseWaits: base.waits,
+    cleanWaits: clean.waits,
+    cleanupFirst,
+  };
+  s.log(
+    `retention round ${index + 1} (${cleanupFirst ? 'cleanup first' : 'baseline first'}): pass ${fmt(result.passMs)} ms, ${result.segmentsDropped} segments dropped, ${fmt(result.recordsExpired)} rows deleted; ` +
+      `size ${mb(before.bytes)} (${before.tables} tables) → ${mb(after.bytes)} (${after.tables}); ` +
+      `p50/p99 baseline ${ms(result.baseP50)}/${ms(result.baseP99)} (n=${result.baseN}), during cleanup ${ms(result.cleanP50)}/${ms(result.cleanP99)} (n=${result.cleanN}, max ${ms(result.cleanMax)}); ratio ${(result.cleanP99 / result.baseP99).toFixed(2)}`,
+  );
+  s.log(`  waits during cleanup: ${result.cleanWaits.join('; ') || 'none'}`);
+  s.log(`  waits in baseline: ${result.baseWaits.join('; ') || 'none'}`);
+  await s.loader.admin().deleteTopics({ topics: [topic] });
+  return result;
+}
+
+// ---- the scenario ---------------------------------------------------------------------------------
+
+export async function runRetentionBench(input: RetentionBenchInput): Promise<RetentionBenchReport | undefined> {
+  const records = intEnv('BENCH_RETENTION_RECORDS', input.quick ? 100_000 : 1_000_000);
+  if (records === 0) return undefined;
+  const rounds = Math.max(1, intEnv('BENCH_RETENTION_ROUNDS', input.quick ? 2 : 3));
+  const rate = Math.max(1, intEnv('BENCH_RETENTION_RATE', 300));
+  const baseMs = Math.max(500, intEnv('BENCH_RETENTION_BASE_MS', input.quick ? 3_000 : 8_000));
+  const partitions = Math.max(1, intEnv('BENCH_RETENTION_PARTITIONS', 1));
+  const segment = Math.max(1_000, intEnv('BENCH_RETENTION_SEGMENT', Math.floor((records / partitions) * 0.09)));
+  const chunk = Math.max(1, intEnv('BENCH_RETENTION_CHUNK', 5_000));
+  const { log, url } = input;
+  const schema = `annals_bench_ret_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  const samplerClient = new pg.Client({ connectionString: url });
+  await samplerClient.connect();
+  const loader = new Annals({ clientId: 'bench-retention-loader', cleaner: false, storage: postgres({ connectionString: url, schema, poolSize: 4 }) });
+  const cleaner = new Annals({ clientId: 'bench-retention-cleaner', cleaner: { chunkRecords: chunk }, storage: postgres({ connectionString: url, schema, migrate: false, poolSize: 2 }) });
+  const producerClient = new Annals({
+    clientId: 'bench-retention-producer',
+    cleaner: false,
+    storage: postgres({ connectionString: withApplicationName(url, PRODUCER_APP), schema, migrate: false, poolSize: 4 }),
+  });
+  try {
+    await loader.connect();
+    await cleaner.connect();
+    await cleaner.cleaner.stop(); // no interval loop: only the passes this benchmark runs
+    await producerClient.connect();
+    const setup: Setup = { url, schema, log, loader, cleaner, producerClient, admin, sampler: samplerClient, records, partitions, segment, rate, baseMs };
+    log(`retention: ${fmt(records)} records per round in ${partitions} partition(s), segment.records ${fmt(segment)}, producer ${rate} sends/s, chunkRecords ${fmt(chunk)}, ${rounds} round(s)`);
+    const results: RoundResult[] = [];
+    for (let r = 0; r < rounds; r++) results.push(await round(setup, r, r % 2 === 1));
+
+    const ratios = results.map((r) => r.cleanP99 / r.baseP99);
+    const ratio = median(ratios);
+    const reclaimed = results.map((r) => (r.before.bytes - r.after.bytes) / r.before.bytes);
+    const p99Pass = ratio <= 1.5;
+    const spacePass = results.every((r) => r.after.bytes < r.before.bytes * 0.5);
+    const med = (f: (r: RoundResult) => number) => median(results.map(f));
+    const markdown = [
+      `## Retention under load (issue 7)`,
+      '',
+      `Each round loads ${fmt(records)} records (~200-byte values, ${partitions} partition(s), \`retention.ms\` 1 h, \`segment.records\` ${fmt(segment)}) into a fresh topic, lets a real cleaner pass note the time, then runs a producer at ${rate} awaited single sends/s (open loop, same topic) through two windows: ${fmt(baseMs)} ms without cleanup, and one \`cleaner.runOnce({ now: Date.now() + 2 h })\` pass (chunkRecords ${fmt(chunk)}) that expires the whole backlog — alternating which comes first. ` +
+        `Size: \`pg_total_relation_size\` summed over the topic's \`pg_partition_tree\` (heap, indexes, TOAST), before and after the pass, no VACUUM of any kind. ${rounds} round(s); medians.`,
+      '',
+      '| figure | median | rounds | target | result |',
+      '|---|---:|---|---|---|',
+      `| time to reclaim (the expiring pass) | ${fmt(med((r) => r.passMs))} ms | ${results.map((r) => fmt(r.passMs)).join(' / ')} | | |`,
+      `| topic size before → after | ${mb(med((r) => r.before.bytes))} → ${mb(med((r) => r.after.bytes))} | ${results.map((r) => `${mb(r.before.bytes)} → ${mb(r.after.bytes)}`).join(' / ')} | reclaimed without VACUUM FULL | ${spacePass ? 'PASS' : '**FAIL**'} (${(median(reclaimed) * 100).toFixed(1)}% returned) |`,
+      `| segments dropped / rows deleted per pass | ${fmt(med((r) => r.segmentsDropped))} / ${fmt(med((r) => r.recordsExpired))} | ${results.map((r) => `${r.segmentsDropped}/${fmt(r.recordsExpired)}`).join(' / ')} | | |`,
+      `| producer p50 without / during cleanup | ${ms(med((r) => r.baseP50))} / ${ms(med((r) => r.cleanP50))} | ${results.map((r) => `${ms(r.baseP50)} / ${ms(r.cleanP50)}`).join(' · ')} | | |`,
+      `| producer p99 without / during cleanup | ${ms(med((r) => r.baseP99))} / ${ms(med((r) => r.cleanP99))} | ${results.map((r) => `${ms(r.baseP99)} / ${ms(r.cleanP99)}`).join(' · ')} | | |`,
+      `| **p99 during / p99 without** (same round) | **${ratio.toFixed(2)}×** | ${ratios.map((x) => x.toFixed(2)).join(' / ')} | ≤ 1.5× | ${p99Pass ? 'PASS' : '**FAIL**'} |`,
+      '',
+      '| round | order | load | pass | dropped / deleted | size before → after | sends (base / cleanup) | p99 base / cleanup / max cleanup | ratio |',
+      '|---|---|---:|---:|---:|---|---:|---|---:|',
+      ...results.map(
+        (r, i) =>
+          `| ${i + 1} | ${r.cleanupFirst ? 'cleanup first' : 'baseline first'} | ${(r.loadMs / 1000).toFixed(1)} s | ${fmt(r.passMs)} ms | ${r.segmentsDropped} / ${fmt(r.recordsExpired)} | ${mb(r.before.bytes)} (${r.before.tables}) → ${mb(r.after.bytes)} (${r.after.tables}) | ${r.baseN} / ${r.cleanN} | ${ms(r.baseP99)} / ${ms(r.cleanP99)} / ${ms(r.cleanMax)} | ${(r.cleanP99 / r.baseP99).toFixed(2)} |`,
+      ),
+      '',
+      'Most frequent session states sampled every 20 ms (`pg_stat_activity`, producer and cleaner sessions), round 1:',
+      '',
+      `- during cleanup: ${results[0]!.cleanWaits.join('; ') || 'none'}`,
+      `- without cleanup: ${results[0]!.baseWaits.join('; ') || 'none'}`,
+      '',
+    ].join('\n');
+    return { markdown, pass: p99Pass && spacePass };
+  } finally {
+    await producerClient.disconnect().catch(() => {});
+    await cleaner.disconnect().catch(() => {});
+    await loader.disconnect().catch(() => {});
+    await samplerClient.end().catch(() => {});
+    await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch((e: unknown) => log(`cleanup: ${String(e)}`));
+    await admin.end();
+  }
+}
+
+// `node bench/dist/retention.js` runs this scenario alone.
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+  runRetentionBench({ url: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test', log, quick: process.env.BENCH_QUICK === '1' }).then(
+    (report) => {
+      if (report) process.stdout.write(`\n${report.markdown}`);
+    },
+    (error: unknown) => {
+      log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      process.exitCode = 1;
+    },
+  );
+}
