@@ -189,6 +189,69 @@ class ActivitySampler {
   }
 }
 
+// ---- statement trace (BENCH_RETENTION_TRACE=1) ----------------------------------------------------
+
+interface Traced {
+  readonly kind: string;
+  readonly start: number;
+  end: number;
+}
+
+/**
+ * Records when each statement of the cleaner's session ran, by wrapping `pg.Client#query` for
+ * clients whose application_name is the cleaner's. For finding which step the producer's slow
+ * sends overlap; off unless BENCH_RETENTION_TRACE=1.
+ */
+const trace: Traced[] = [];
+function installTrace(): void {
+  const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown; __traced?: boolean };
+  if (proto.__traced) return;
+  proto.__traced = true;
+  const original = proto.query;
+  proto.query = function (this: { connectionParameters?: { application_name?: string } }, ...args: unknown[]) {
+    const result = original.apply(this, args);
+    const text = typeof args[0] === 'string' ? args[0] : '';
+    if (this.connectionParameters?.application_name === CLEANER_APP && result instanceof Promise) {
+      const entry: Traced = { kind: statementKind(text), start: now(), end: Number.NaN };
+      trace.push(entry);
+      result.then(
+        () => void (entry.end = now()),
+        () => void (entry.end = now()),
+      );
+    }
+    return result;
+  };
+}
+
+function statementKind(text: string): string {
+  const t = text.replace(/\s+/g, ' ').trim();
+  if (t.startsWith('ALTER TABLE') && t.includes('DETACH')) return 'DETACH PARTITION CONCURRENTLY';
+  if (t.startsWith('DROP TABLE')) return 'DROP TABLE';
+  if (t.startsWith('DELETE FROM') && t.includes('.segments')) return 'forget segment';
+  if (t.startsWith('WITH doomed') && t.includes('value IS NULL')) return 'remove tombstones';
+  if (t.startsWith('WITH doomed')) return 'delete below log start (chunk)';
+  if (t.startsWith('INSERT INTO') && t.includes('time_index')) return 'note time';
+  if (t.startsWith('DELETE FROM') && t.includes('time_index')) return 'prune time notes';
+  if (t.startsWith('WITH clk')) return 'clean state';
+  if (t.startsWith('WITH target')) return 'move log start';
+  if (t.startsWith('SELECT s.partition')) return 'list segments';
+  return t.slice(0, 40);
+}
+
+/** Per statement kind: time spent, and the p99 / max latency of the producer's sends that overlapped it. */
+function traceReport(samples: readonly Sample[], from: number, to: number): string[] {
+  const inWindow = trace.filter((e) => e.start >= from && e.start < to);
+  const kinds = new Map<string, Traced[]>();
+  for (const e of inWindow) kinds.set(e.kind, [...(kinds.get(e.kind) ?? []), e]);
+  const lines: string[] = [];
+  for (const [kind, es] of kinds) {
+    const overlapping = samples.filter((s) => es.some((e) => s.at < e.end && s.at + s.latency > e.start)).map((s) => s.latency);
+    const total = es.reduce((sum, e) => sum + (e.end - e.start), 0);
+    lines.push(`${kind}: ${es.length}× ${fmt(total)} ms in all (max ${fmt(Math.max(...es.map((e) => e.end - e.start)))} ms); sends overlapping: ${overlapping.length}, p99 ${ms(percentile(overlapping, 99))}, max ${ms(Math.max(...overlapping))}`);
+  }
+  return lines;
+}
+
 // ---- loading and sizes ----------------------------------------------------------------------------
 
 /**
@@ -275,6 +338,7 @@ interface Setup {
   readonly segment: number;
   readonly rate: number;
   readonly baseMs: number;
+  readonly traced: boolean;
 }
 
 async function round(s: Setup, index: number, cleanupFirst: boolean): Promise<RoundResult> {
@@ -382,6 +446,7 @@ async function round(s: Setup, index: number, cleanupFirst: boolean): Promise<Ro
       `p50/p99 baseline ${ms(result.baseP50)}/${ms(result.baseP99)} (n=${result.baseN}), during cleanup ${ms(result.cleanP50)}/${ms(result.cleanP99)} (n=${result.cleanN}, max ${ms(result.cleanMax)}); ratio ${(result.cleanP99 / result.baseP99).toFixed(2)}`,
   );
   s.log(`  waits during cleanup: ${result.cleanWaits.join('; ') || 'none'}`);
+  if (s.traced) for (const line of traceReport(steady.samples, clean.from, clean.to)) s.log(`  trace: ${line}`);
   s.log(`  waits in baseline: ${result.baseWaits.join('; ') || 'none'}`);
   await s.loader.admin().deleteTopics({ topics: [topic] });
   return result;
@@ -398,6 +463,8 @@ export async function runRetentionBench(input: RetentionBenchInput): Promise<Ret
   const partitions = Math.max(1, intEnv('BENCH_RETENTION_PARTITIONS', 1));
   const segment = Math.max(1_000, intEnv('BENCH_RETENTION_SEGMENT', Math.floor((records / partitions) * 0.09)));
   const chunk = Math.max(1, intEnv('BENCH_RETENTION_CHUNK', 5_000));
+  const traced = process.env.BENCH_RETENTION_TRACE === '1';
+  if (traced) installTrace();
   const { log, url } = input;
   const schema = `annals_bench_ret_${randomBytes(4).toString('hex')}`;
   const admin = new pg.Client({ connectionString: url });
@@ -416,7 +483,7 @@ export async function runRetentionBench(input: RetentionBenchInput): Promise<Ret
     await cleaner.connect();
     await cleaner.cleaner.stop(); // no interval loop: only the passes this benchmark runs
     await producerClient.connect();
-    const setup: Setup = { url, schema, log, loader, cleaner, producerClient, admin, sampler: samplerClient, records, partitions, segment, rate, baseMs };
+    const setup: Setup = { url, schema, log, loader, cleaner, producerClient, admin, sampler: samplerClient, records, partitions, segment, rate, baseMs, traced };
     log(`retention: ${fmt(records)} records per round in ${partitions} partition(s), segment.records ${fmt(segment)}, producer ${rate} sends/s, chunkRecords ${fmt(chunk)}, ${rounds} round(s)`);
     const results: RoundResult[] = [];
     for (let r = 0; r < rounds; r++) results.push(await round(setup, r, r % 2 === 1));
