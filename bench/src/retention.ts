@@ -26,6 +26,8 @@
  * - BENCH_RETENTION_PARTITIONS  partitions of the topic (default 1)
  * - BENCH_RETENTION_SEGMENT     segment.records (default 9% of a partition's backlog, ≥ 1,000)
  * - BENCH_RETENTION_CHUNK       the cleaner's chunkRecords (default 5,000, the cleaner's default)
+ * - BENCH_RETENTION_TRACE=1     log, per cleaner statement kind, its time and the latency of the
+ *                               producer's sends that overlapped it (wraps pg.Client#query)
  */
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -227,9 +229,10 @@ function statementKind(text: string): string {
   const t = text.replace(/\s+/g, ' ').trim();
   if (t.startsWith('ALTER TABLE') && t.includes('DETACH')) return 'DETACH PARTITION CONCURRENTLY';
   if (t.startsWith('DROP TABLE')) return 'DROP TABLE';
-  if (t.startsWith('DELETE FROM') && t.includes('.segments')) return 'forget segment';
+  if (t.startsWith('DELETE FROM') && t.includes('"segments"')) return 'forget segment';
   if (t.startsWith('WITH doomed') && t.includes('value IS NULL')) return 'remove tombstones';
-  if (t.startsWith('WITH doomed')) return 'delete below log start (chunk)';
+  if (t.startsWith('WITH doomed') || t.startsWith('WITH gone AS ( DELETE')) return 'delete below log start (chunk)';
+  if (t.startsWith('SELECT min("offset")')) return 'first stored offset';
   if (t.startsWith('INSERT INTO') && t.includes('time_index')) return 'note time';
   if (t.startsWith('DELETE FROM') && t.includes('time_index')) return 'prune time notes';
   if (t.startsWith('WITH clk')) return 'clean state';
