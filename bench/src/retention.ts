@@ -140,13 +140,22 @@ class ActivitySampler {
   /** Cleaner statements seen while a producer session waited on a lock. */
   readonly blockers = new Map<string, number>();
   samples = 0;
+  /** Sum over samples of other sessions' active client backends (other agents' work on this server). */
+  othersSum = 0;
   #running = false;
   #loop: Promise<void> | undefined;
 
   constructor(
     private readonly client: pg.Client,
     private readonly everyMs: number,
+    /** Our schema: only the cleaner session working on it is ours (other clients' cleaners share the application name). */
+    private readonly schema: string,
   ) {}
+
+  /** Mean number of other sessions' active client backends per sample. */
+  get others(): number {
+    return this.samples === 0 ? Number.NaN : this.othersSum / this.samples;
+  }
 
   start(): void {
     this.#running = true;
@@ -160,9 +169,17 @@ class ActivitySampler {
                        coalesce(' class ' || l.classid::regclass::text || ' obj ' || l.objid, ''), ', ')
                 FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted) AS waiting_for
            FROM pg_stat_activity a
-           WHERE a.datname = current_database() AND a.application_name IN ($1, $2) AND a.state NOT IN ('idle')`,
-          [PRODUCER_APP, CLEANER_APP],
+           WHERE a.datname = current_database() AND a.state NOT IN ('idle')
+             AND (a.application_name = $1 OR (a.application_name = $2 AND strpos(a.query, $3) > 0))`,
+          [PRODUCER_APP, CLEANER_APP, this.schema],
         );
+        const { rows: others } = await this.client.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE backend_type = 'client backend' AND state = 'active' AND pid <> pg_backend_pid()
+             AND application_name <> $1 AND NOT (application_name = $2 AND strpos(query, $3) > 0)`,
+          [PRODUCER_APP, CLEANER_APP, this.schema],
+        );
+        this.othersSum += others[0]?.n ?? 0;
         this.samples++;
         for (const r of rows) {
           const who = r.app === PRODUCER_APP ? 'producer' : 'cleaner';
@@ -324,6 +341,9 @@ interface RoundResult {
   readonly errors: number;
   readonly baseWaits: string[];
   readonly cleanWaits: string[];
+  /** Mean active client backends of other sessions on the server, per window. */
+  readonly baseOthers: number;
+  readonly cleanOthers: number;
   readonly cleanupFirst: boolean;
 }
 
@@ -383,8 +403,8 @@ async function round(s: Setup, index: number, cleanupFirst: boolean): Promise<Ro
   steady.start();
   await sleep(1_000); // warm-up: connections, plans
 
-  const activity = async (fn: () => Promise<void>): Promise<{ from: number; to: number; waits: string[] }> => {
-    const sampler = new ActivitySampler(s.sampler, 20);
+  const activity = async (fn: () => Promise<void>): Promise<{ from: number; to: number; waits: string[]; others: number }> => {
+    const sampler = new ActivitySampler(s.sampler, 20, s.schema);
     sampler.start();
     const from = now();
     try {
@@ -392,7 +412,7 @@ async function round(s: Setup, index: number, cleanupFirst: boolean): Promise<Ro
     } finally {
       await sampler.stop();
     }
-    return { from, to: now(), waits: sampler.top(6) };
+    return { from, to: now(), waits: sampler.top(6), others: sampler.others };
   };
   let report: Awaited<ReturnType<typeof s.cleaner.cleaner.runOnce>> | undefined;
   const cleanup = () =>
@@ -400,8 +420,8 @@ async function round(s: Setup, index: number, cleanupFirst: boolean): Promise<Ro
       report = await s.cleaner.cleaner.runOnce({ topics: [topic], now: Date.now() + 2 * HOUR });
     });
   const baseline = () => activity(() => sleep(s.baseMs));
-  let clean: { from: number; to: number; waits: string[] };
-  let base: { from: number; to: number; waits: string[] };
+  let clean: { from: number; to: number; waits: string[]; others: number };
+  let base: { from: number; to: number; waits: string[]; others: number };
   if (cleanupFirst) {
     clean = await cleanup();
     await sleep(500);
@@ -441,12 +461,14 @@ async function round(s: Setup, index: number, cleanupFirst: boolean): Promise<Ro
     errors: steady.errors,
     baseWaits: base.waits,
     cleanWaits: clean.waits,
+    baseOthers: base.others,
+    cleanOthers: clean.others,
     cleanupFirst,
   };
   s.log(
     `retention round ${index + 1} (${cleanupFirst ? 'cleanup first' : 'baseline first'}): pass ${fmt(result.passMs)} ms, ${result.segmentsDropped} segments dropped, ${fmt(result.recordsExpired)} rows deleted; ` +
       `size ${mb(before.bytes)} (${before.tables} tables) → ${mb(after.bytes)} (${after.tables}); ` +
-      `p50/p99 baseline ${ms(result.baseP50)}/${ms(result.baseP99)} (n=${result.baseN}), during cleanup ${ms(result.cleanP50)}/${ms(result.cleanP99)} (n=${result.cleanN}, max ${ms(result.cleanMax)}); ratio ${(result.cleanP99 / result.baseP99).toFixed(2)}`,
+      `p50/p99 baseline ${ms(result.baseP50)}/${ms(result.baseP99)} (n=${result.baseN}), during cleanup ${ms(result.cleanP50)}/${ms(result.cleanP99)} (n=${result.cleanN}, max ${ms(result.cleanMax)}); ratio ${(result.cleanP99 / result.baseP99).toFixed(2)}; other sessions' active backends ${result.baseOthers.toFixed(1)} / ${result.cleanOthers.toFixed(1)} (mean, baseline / cleanup)`,
   );
   s.log(`  waits during cleanup: ${result.cleanWaits.join('; ') || 'none'}`);
   if (s.traced) for (const line of traceReport(steady.samples, clean.from, clean.to)) s.log(`  trace: ${line}`);
@@ -512,12 +534,14 @@ export async function runRetentionBench(input: RetentionBenchInput): Promise<Ret
       `| producer p99 without / during cleanup | ${ms(med((r) => r.baseP99))} / ${ms(med((r) => r.cleanP99))} | ${results.map((r) => `${ms(r.baseP99)} / ${ms(r.cleanP99)}`).join(' · ')} | | |`,
       `| **p99 during / p99 without** (same round) | **${ratio.toFixed(2)}×** | ${ratios.map((x) => x.toFixed(2)).join(' / ')} | ≤ 1.5× | ${p99Pass ? 'PASS' : '**FAIL**'} |`,
       '',
-      '| round | order | load | pass | dropped / deleted | size before → after | sends (base / cleanup) | p99 base / cleanup / max cleanup | ratio |',
-      '|---|---|---:|---:|---:|---|---:|---|---:|',
+      '| round | order | load | pass | dropped / deleted | size before → after | sends (base / cleanup) | p99 base / cleanup / max cleanup | ratio | other sessions active (base / cleanup) |',
+      '|---|---|---:|---:|---:|---|---:|---|---:|---:|',
       ...results.map(
         (r, i) =>
-          `| ${i + 1} | ${r.cleanupFirst ? 'cleanup first' : 'baseline first'} | ${(r.loadMs / 1000).toFixed(1)} s | ${fmt(r.passMs)} ms | ${r.segmentsDropped} / ${fmt(r.recordsExpired)} | ${mb(r.before.bytes)} (${r.before.tables}) → ${mb(r.after.bytes)} (${r.after.tables}) | ${r.baseN} / ${r.cleanN} | ${ms(r.baseP99)} / ${ms(r.cleanP99)} / ${ms(r.cleanMax)} | ${(r.cleanP99 / r.baseP99).toFixed(2)} |`,
+          `| ${i + 1} | ${r.cleanupFirst ? 'cleanup first' : 'baseline first'} | ${(r.loadMs / 1000).toFixed(1)} s | ${fmt(r.passMs)} ms | ${r.segmentsDropped} / ${fmt(r.recordsExpired)} | ${mb(r.before.bytes)} (${r.before.tables}) → ${mb(r.after.bytes)} (${r.after.tables}) | ${r.baseN} / ${r.cleanN} | ${ms(r.baseP99)} / ${ms(r.cleanP99)} / ${ms(r.cleanMax)} | ${(r.cleanP99 / r.baseP99).toFixed(2)} | ${r.baseOthers.toFixed(1)} / ${r.cleanOthers.toFixed(1)} |`,
       ),
+      '',
+      "Other sessions active: the mean number of other clients' active backends on the server per 20 ms sample (work of other sessions sharing the machine, i.e. noise).",
       '',
       'Most frequent session states sampled every 20 ms (`pg_stat_activity`, producer and cleaner sessions), round 1:',
       '',
