@@ -12,6 +12,9 @@
  * - BENCH_BATCH_CALLS, BENCH_SINGLE_MS, BENCH_BACKLOG, BENCH_LATENCY_MS: override sizes
  * - BENCH_REBUILD_EVENTS, BENCH_REBUILD_ROUNDS: the projection rebuild (projection-rebuild.ts; 0 events skips it)
  * - BENCH_AGG_EVENTS, BENCH_AGG_ROUNDS, BENCH_AGG_MS: the aggregates scenario (aggregates.ts; 0 events skips it)
+ * - BENCH_RETENTION_RECORDS, BENCH_RETENTION_ROUNDS, BENCH_RETENTION_RATE, BENCH_RETENTION_BASE_MS,
+ *   BENCH_RETENTION_PARTITIONS, BENCH_RETENTION_SEGMENT, BENCH_RETENTION_CHUNK: retention under load
+ *   (retention.ts; 0 records skips it)
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -45,6 +48,7 @@ import {
 import { cpuSince, cpuSnapshot, foreignCores, machineSnapshot, type CpuSnapshot } from './cpu.js';
 import { runProjectionRebuildBench } from './projection-rebuild.js';
 import { runAggregatesBench } from './aggregates.js';
+import { runRetentionBench } from './retention.js';
 
 const DEFAULT_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const settings = loadSettings();
@@ -782,8 +786,13 @@ async function main(): Promise<void> {
     for (let i = 0; i < s.rounds; i++) await round(ctx, s, i, false);
     const rebuild = await runProjectionRebuildBench({ url: server.url, log, quick: s.quick });
     const aggregates = await runAggregatesBench({ url: server.url, log, quick: s.quick });
+    const retention = await runRetentionBench({ url: server.url, log, quick: s.quick });
 
-    const markdown = report(s, server, facts, startedAt, (now() - t0) / 1000) + (rebuild ? `\n${rebuild.markdown}` : '') + (aggregates ? `\n${aggregates.markdown}` : '');
+    const markdown =
+      report(s, server, facts, startedAt, (now() - t0) / 1000) +
+      (rebuild ? `\n${rebuild.markdown}` : '') +
+      (aggregates ? `\n${aggregates.markdown}` : '') +
+      (retention ? `\n${retention.markdown}` : '');
     process.stdout.write('\n' + markdown);
     const out = fileURLToPath(new URL('../results/latest.md', import.meta.url));
     mkdirSync(fileURLToPath(new URL('../results/', import.meta.url)), { recursive: true });

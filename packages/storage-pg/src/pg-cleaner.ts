@@ -70,6 +70,7 @@ export class PgCleanerLease implements CleanerLease {
     if (!broken) {
       try {
         await this.client.query(cleaning.releaseLeaseStatement(this.cleanerTables).text, cleaning.releaseLeaseStatement(this.cleanerTables).values);
+        await this.client.query(cleaning.cleanerSessionResetSql);
       } catch {
         broken = true; // the session is gone: its lock went with it
       }
@@ -208,11 +209,15 @@ export class PgCleanerLease implements CleanerLease {
         await this.#dropSegment(s);
         segmentsDropped++;
       } else if (base < logStart) {
-        for (let from = base; from < logStart && !options.signal?.aborted; ) {
-          const [row] = await this.#q<{ n: number; last: string | null }>(cleaning.deleteBelowStatement(t, topic, partition, from, logStart, chunk));
+        // Offset ranges of at most `chunk`, from the first row still stored (earlier passes may
+        // have emptied the start of the range already).
+        const [first] = await this.#q<{ first: string | null }>(cleaning.firstStoredStatement(t, topic, partition, base, logStart));
+        if (first?.first == null) continue;
+        for (let from = BigInt(first.first); from < logStart && !options.signal?.aborted; ) {
+          const below = from + BigInt(chunk) < logStart ? from + BigInt(chunk) : logStart;
+          const [row] = await this.#q<{ n: number }>(cleaning.deleteBelowStatement(t, topic, partition, from, below));
           recordsExpired += row?.n ?? 0;
-          if (!row || row.n < chunk || row.last === null) break;
-          from = BigInt(row.last) + 1n;
+          from = below;
         }
       }
     }
@@ -279,6 +284,7 @@ export async function acquirePgCleaner(
     const statement = cleaning.tryLeaseStatement(cleanerTables);
     const { rows } = await client.query<{ acquired: boolean }>(statement.text, statement.values);
     acquired = rows[0]?.acquired === true;
+    if (acquired) await client.query(cleaning.cleanerSessionSql);
   } catch (error) {
     await close(client, true);
     throw translatePgError(error);
