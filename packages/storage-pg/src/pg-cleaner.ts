@@ -171,11 +171,12 @@ export class PgCleanerLease implements CleanerLease {
 
     // 2. Compaction, in chunks of offsets, from where the last pass stopped.
     if (policy.includes('compact')) {
+      await this.#analyzeNew(topic, partition);
       const upTo = state.compaction_cutoff === null ? 0n : BigInt(state.compaction_cutoff);
       let from = cleaned > logStart ? cleaned : logStart;
       while (from < upTo && !options.signal?.aborted) {
         const below = from + BigInt(chunk) < upTo ? from + BigInt(chunk) : upTo;
-        const [row] = await this.#q<{ n: number }>(cleaning.compactChunkStatement(t, this.cleanerTables, topic, partition, from, below));
+        const [row] = await this.#q<{ n: number }>(cleaning.compactChunkStatement(t, this.cleanerTables, topic, partition, from, below, logStart));
         recordsCompacted += row?.n ?? 0;
         cleaned = below;
         from = below;
@@ -234,6 +235,12 @@ export class PgCleanerLease implements CleanerLease {
       segmentsDropped,
       cleanedOffset: cleaned,
     };
+  }
+
+  /** Gives segments that were never analyzed statistics, once, so the deletes are planned well. */
+  async #analyzeNew(topic: string, partition: number): Promise<void> {
+    const rows = await this.#q<{ table_name: string }>(cleaning.unanalyzedSegmentsStatement(this.tables, topic, partition));
+    for (const r of rows) await this.#ddl(cleaning.analyzeSegmentSql(this.tables.schema, r.table_name));
   }
 
   /** Moves the log start, retrying while appends hold the head row; returns where it is now. */

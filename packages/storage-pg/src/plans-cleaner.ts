@@ -177,15 +177,26 @@ export const cleanerSessionResetSql = 'RESET jit';
  * below its latest offset in the chunk (anywhere in the partition, by the key index), and records
  * that compaction has examined everything below `below` — in one statement, so both or neither.
  */
-export function compactChunkStatement(t: Tables, c: CleanerTables, topic: string, partition: number, from: bigint, below: bigint): Statement {
+export function compactChunkStatement(t: Tables, c: CleanerTables, topic: string, partition: number, from: bigint, below: bigint, logStart: bigint): Statement {
   return {
+    // The plan is forced, since fresh segments have no statistics and a misestimate is ruinous
+    // (measured: a hash join or join filter rescanned the partition per key, 11 min per chunk):
+    // OFFSET 0 keeps the LATERAL subquery from being flattened, so each key is one probe of the
+    // (topic, partition, key, offset) index per segment; the delete takes an array of offsets,
+    // an index condition on the primary key with run-time pruning to the segments holding them.
     text: `WITH latest AS (
   SELECT key, max("offset") AS o FROM ${t.records}
   WHERE topic = $1 AND partition = $2 AND "offset" >= $3 AND "offset" < $4 AND key IS NOT NULL
   GROUP BY key
+), older AS (
+  SELECT o."offset" FROM latest l CROSS JOIN LATERAL (
+    SELECT "offset" FROM ${t.records}
+    WHERE topic = $1 AND partition = $2 AND key IS NOT NULL AND key = l.key AND "offset" < l.o AND "offset" >= $5
+    OFFSET 0
+  ) o
 ), gone AS (
-  DELETE FROM ${t.records} r USING latest l
-  WHERE r.topic = $1 AND r.partition = $2 AND r.key IS NOT NULL AND r.key = l.key AND r."offset" < l.o
+  DELETE FROM ${t.records}
+  WHERE topic = $1 AND partition = $2 AND "offset" = ANY (ARRAY(SELECT "offset" FROM older))
   RETURNING 1
 ), mark AS (
   INSERT INTO ${c.partitionCleaning} (topic, partition, cleaned_offset, cleaned_at) VALUES ($1, $2, $4, clock_timestamp())
@@ -193,18 +204,18 @@ export function compactChunkStatement(t: Tables, c: CleanerTables, topic: string
     SET cleaned_offset = greatest(${c.partitionCleaning}.cleaned_offset, excluded.cleaned_offset), cleaned_at = excluded.cleaned_at
 )
 SELECT count(*)::int AS n FROM gone`,
-    values: [topic, partition, from.toString(), below.toString()],
+    values: [topic, partition, from.toString(), below.toString(), logStart.toString()],
   };
 }
 
 /** Removes at most `limit` tombstones below `below` (by the tombstone index). */
 export function removeTombstonesStatement(t: Tables, topic: string, partition: number, below: bigint, limit: number): Statement {
   return {
-    text: `WITH doomed AS (
-  SELECT "offset" FROM ${t.records} WHERE topic = $1 AND partition = $2 AND value IS NULL AND "offset" < $3 ORDER BY "offset" LIMIT $4
-), gone AS (
-  DELETE FROM ${t.records} r USING doomed d
-  WHERE r.topic = $1 AND r.partition = $2 AND r."offset" = d."offset" AND r.value IS NULL
+    // An array of offsets, not a join: an index condition whatever the (missing) statistics say.
+    text: `WITH gone AS (
+  DELETE FROM ${t.records}
+  WHERE topic = $1 AND partition = $2 AND value IS NULL AND "offset" = ANY (ARRAY(
+    SELECT "offset" FROM ${t.records} WHERE topic = $1 AND partition = $2 AND value IS NULL AND "offset" < $3 ORDER BY "offset" LIMIT $4))
   RETURNING 1
 )
 SELECT count(*)::int AS n FROM gone`,
@@ -235,6 +246,25 @@ export function pruneTimeStatement(t: Tables, now: Date | null, topic: string, p
   SELECT max(at) FROM ${t.timeIndex} WHERE topic = $2 AND partition = $3 AND at <= ${clock} - $5::bigint * interval '1 millisecond'))`,
     values: [now, topic, partition, logStart.toString(), keepMs],
   };
+}
+
+/**
+ * Segments of a partition that have never been analyzed. The cleaner's deletes are planned from
+ * statistics; a segment without any is estimated at one row and its delete can degrade to a
+ * filter over every row per offset (measured: 73 s instead of 1.4 s for a 5,000-key chunk).
+ */
+export function unanalyzedSegmentsStatement(t: Tables, topic: string, partition: number): Statement {
+  return {
+    text: `SELECT s.table_name FROM ${t.segments} s
+JOIN pg_stat_user_tables st ON st.schemaname = $1 AND st.relname = s.table_name
+WHERE s.topic = $2 AND s.partition = $3 AND st.last_analyze IS NULL AND st.last_autoanalyze IS NULL AND st.n_live_tup + st.n_dead_tup > 0
+ORDER BY s.base_offset`,
+    values: [t.schema, topic, partition],
+  };
+}
+
+export function analyzeSegmentSql(schema: string, tableName: string): string {
+  return `ANALYZE ${quoteIdent(schema)}.${quoteIdent(tableName)}`;
 }
 
 /** `ALTER TABLE … DETACH PARTITION … CONCURRENTLY` (or `FINALIZE` for one left pending). Simple-query text. */
