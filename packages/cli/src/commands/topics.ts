@@ -8,7 +8,7 @@ import type { CommandGroup } from '../program.js';
 
 interface CreateOptions {
   readonly partitions: string;
-  readonly config?: string[];
+  readonly addConfig?: string[];
   readonly ifNotExists?: boolean;
 }
 
@@ -52,13 +52,13 @@ export const topicsCommands: CommandGroup = (program, kit) => {
     .description('create a topic')
     .argument('<topic>', 'topic name: [a-zA-Z0-9._-], at most 249 characters')
     .option('-p, --partitions <n>', 'number of partitions', '1')
-    .option('-c, --config <key=value>', 'a topic config (repeatable, or k1=v1,k2=v2), e.g. retention.ms=604800000', collect)
+    .option('--add-config <k=v>', 'topic configs: k1=v1,k2=v2 (repeatable), e.g. retention.ms=604800000; [a,b] for a value with commas', collect)
     .option('--if-not-exists', 'succeed without change when the topic exists')
     .action(
       kit.action<CreateOptions>(async (ctx, options, [topic]) => {
         const name = topic as string;
         const partitions = parseInteger(options.partitions, '--partitions', 1);
-        const configEntries = parseConfigAssignments(options.config ?? [], '--config');
+        const configEntries = parseConfigAssignments(options.addConfig ?? [], '--add-config');
         const created = await ctx
           .client()
           .admin()
