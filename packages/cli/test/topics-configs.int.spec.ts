@@ -1,7 +1,10 @@
 /** `annals migrate`, `topics …` and `configs …` against a real database, through the built binary. */
 import { useTestDatabase } from '@annals/testing';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { json, runCli } from './run-cli.js';
+
+// Every test spawns the binary several times; on a loaded machine one spawn can take seconds.
+vi.setConfig({ testTimeout: 120_000 });
 
 const db = useTestDatabase();
 const run = (args: string[], stdin?: string) => runCli(args, { url: db.connectionString, ...(stdin !== undefined && { stdin }) });
