@@ -86,6 +86,9 @@ export const consumeCommand: CommandGroup = (program, kit) => {
           next.set(p, at < low ? low : at);
         }
 
+        if (ctx.options.verbose) {
+          ctx.err(`Reading "${topic}" from ${partitions.map((p) => `${p}@${next.get(p)!}`).join(', ')}${options.exit ? ' to the end' : ', following'}.\n`);
+        }
         let printed = 0;
         const reachedEnd = new Set<number>();
         let wake: (() => void) | undefined;
