@@ -46,7 +46,7 @@ export const DEFAULT_SCHEMA = 'annals';
 export class CliContext {
   readonly io: CliIo;
   readonly options: GlobalOptions;
-  #client: Annals | undefined;
+  #client: CliClient | undefined;
   #storage: PgLogStorage | undefined;
 
   private constructor(io: CliIo, options: GlobalOptions) {
@@ -74,9 +74,8 @@ export class CliContext {
   }
 
   /** The Annals client of this command (created on first use, disconnected by {@link close}). */
-  client(): Annals {
-    // An operator tool fails fast when the database is down: one quick retry, then exit 6.
-    this.#client ??= new Annals({ clientId: 'annals-cli', storage: this.storage(), retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 1_000 } });
+  client(): CliClient {
+    this.#client ??= createClient(this.storage());
     return this.#client;
   }
 
@@ -104,6 +103,14 @@ export class CliContext {
     this.out(this.options.json ? `${toJson(value)}\n` : human());
   }
 }
+
+function createClient(storage: PgLogStorage) {
+  // An operator tool fails fast when the database is down: one quick retry, then exit 6.
+  return new Annals({ clientId: 'annals-cli', storage, retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 1_000 } });
+}
+
+/** The client type commands use (an `Annals` over the Postgres storage). */
+export type CliClient = ReturnType<typeof createClient>;
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value;

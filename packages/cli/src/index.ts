@@ -6,7 +6,7 @@ export { main, createProgram, reportError } from './program.js';
 export type { CommandGroup, CommandKit } from './program.js';
 export { COMMAND_GROUPS } from './commands/index.js';
 export { CliContext, DEFAULT_SCHEMA, toJson } from './context.js';
-export type { CliIo, GlobalOptions, GlobalOptionsInput } from './context.js';
+export type { CliClient, CliIo, GlobalOptions, GlobalOptionsInput } from './context.js';
 export { ExitCode, CliNotFoundError, CliUsageError, exitCodeOf } from './exit-codes.js';
 export type { ExitCodeValue } from './exit-codes.js';
 export { CONFIG_FILE_NAMES, loadAnnalsConfig, loadConfigModules } from './config.js';

@@ -1,11 +1,10 @@
 /** `annals produce` and `annals consume` through the built binary. */
 import { spawn } from 'node:child_process';
-import { Annals, defineEvent, defineTopic } from '@annals/core';
-import { postgres } from '@annals/storage-pg';
+import { defineEvent, defineTopic } from '@annals/core';
 import { useTestDatabase } from '@annals/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { BIN, json, runCli } from './run-cli.js';
+import { BIN, json, runCli, testClient, type TestClient } from './run-cli.js';
 
 // Every test spawns the binary several times; on a loaded machine one spawn can take seconds.
 vi.setConfig({ testTimeout: 120_000 });
@@ -20,13 +19,13 @@ const Shipped = defineEvent({
 });
 const parcels = defineTopic({ name: 'parcels', partitions: 1, events: [Shipped], key: (e) => e.parcelId });
 
-let annals: Annals;
+let annals: TestClient;
 
 beforeAll(async () => {
   expect((await run(['migrate'])).code).toBe(0);
   expect((await run(['topics', 'create', 'lines'])).code).toBe(0);
   expect((await run(['topics', 'create', 'keyed', '--partitions', '3'])).code).toBe(0);
-  annals = new Annals({ clientId: 'consume-test', storage: postgres({ connectionString: db.connectionString }) });
+  annals = testClient('consume-test', db.connectionString);
 });
 
 afterAll(async () => {
@@ -110,7 +109,7 @@ describe('consume offsets and limits', () => {
   });
 
   it('follows the log without -e: records produced after it started are printed', async () => {
-    const [{ high }] = (await annals.admin().fetchTopicOffsets('lines')) as [{ high: string }];
+    const high = (await annals.admin().fetchTopicOffsets('lines'))[0]!.high;
     const child = spawn(process.execPath, [BIN, 'consume', 'lines', '-o', high, '-c', '2', '--verbose'], {
       env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.connectionString },
     });

@@ -2,11 +2,10 @@
  * `annals groups …` through the built binary, with a real consumer-group member run in this
  * process (so "active group" is a live member with a heartbeat, not a fake row).
  */
-import { Annals, type Consumer, type GroupLag } from '@annals/core';
-import { postgres } from '@annals/storage-pg';
+import type { GroupLag } from '@annals/core';
 import { useTestDatabase } from '@annals/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { json, runCli } from './run-cli.js';
+import { json, runCli, testClient, type TestClient } from './run-cli.js';
 
 // Every test spawns the binary several times; on a loaded machine one spawn can take seconds.
 vi.setConfig({ testTimeout: 120_000 });
@@ -40,8 +39,8 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20
   }
 }
 
-let annals: Annals;
-let consumer: Consumer | undefined;
+let annals: TestClient;
+let consumer: ReturnType<TestClient['consumer']> | undefined;
 
 beforeAll(async () => {
   expect((await run(['migrate'])).code).toBe(0);
@@ -51,7 +50,7 @@ beforeAll(async () => {
   expect((await run(['produce', 'payments', '-K', ':'], Array.from({ length: 10 }, (_, i) => `k${i}:payment ${i}`).join('\n'))).code).toBe(0);
   expect((await run(['produce', 'refunds'], 'r0\nr1\nr2\nr3\n')).code).toBe(0);
 
-  annals = new Annals({ clientId: 'billing-test', storage: postgres({ connectionString: db.connectionString }) });
+  annals = testClient('billing-test', db.connectionString);
   consumer = annals.consumer({ groupId: 'billing', heartbeatInterval: 500 });
   await consumer.subscribe({ topics: ['payments', 'refunds'], fromBeginning: true });
   await consumer.run({ eachMessage: async () => {} });

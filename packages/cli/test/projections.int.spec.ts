@@ -6,12 +6,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Annals, defineEvent, defineTopic } from '@annals/core';
-import { postgres } from '@annals/storage-pg';
+import { defineEvent, defineTopic } from '@annals/core';
 import { useTestDatabase } from '@annals/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { json, runCli } from './run-cli.js';
+import { json, runCli, testClient, type TestClient } from './run-cli.js';
 
 // Every test spawns the binary several times; on a loaded machine one spawn can take seconds.
 vi.setConfig({ testTimeout: 120_000 });
@@ -29,7 +28,7 @@ const orders = defineTopic({ name: 'cli-orders', partitions: 2, events: [OrderCr
 let dir: string;
 /** A working directory without a config file. */
 let empty: string;
-let annals: Annals;
+let annals: TestClient;
 const run = (args: string[], env: Record<string, string> = {}) => runCli(args, { url: db.connectionString, cwd: dir, env });
 
 interface StatusJson {
@@ -45,7 +44,7 @@ beforeAll(async () => {
   empty = await mkdtemp(path.join(tmpdir(), 'annals-cli-empty-'));
   await writeFile(path.join(dir, 'annals.config.json'), JSON.stringify({ modules: [FIXTURE] }));
   expect((await run(['migrate'])).code).toBe(0);
-  annals = new Annals({ clientId: 'projections-test', storage: postgres({ connectionString: db.connectionString }) });
+  annals = testClient('projections-test', db.connectionString);
   await annals.admin().createTopics({ topics: [orders] });
   await annals.transaction(async (tx) => {
     for (let i = 0; i < 300; i++) await tx.publish(orders, OrderCreated, { orderId: `o-${i}`, customerId: `c-${i % 3}`, totalCents: 100 });

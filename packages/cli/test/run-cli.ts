@@ -5,6 +5,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { Annals } from '@annals/core';
+import { postgres } from '@annals/storage-pg';
 
 export const BIN = fileURLToPath(new URL('../dist/bin.js', import.meta.url));
 
@@ -68,3 +70,11 @@ export function json<T = unknown>(result: CliResult): T {
     throw new Error(`stdout is not JSON (exit ${result.code}):\n${result.stdout}\nstderr:\n${result.stderr}`);
   }
 }
+
+/** A client in the test process (to run a live group member, publish typed events, read projections). */
+export function testClient(clientId: string, connectionString: string) {
+  return new Annals({ clientId, storage: postgres({ connectionString }) });
+}
+
+/** The type of {@link testClient}'s client. */
+export type TestClient = ReturnType<typeof testClient>;

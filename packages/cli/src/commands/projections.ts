@@ -4,16 +4,16 @@
  * too, so the version the code builds is shown). `rebuild` runs the projection's handlers, so it
  * loads them from the config's modules.
  */
-import type { Annals, ProjectionStatus, RebuildProgress, Registration } from '@annals/core';
+import type { ProjectionStatus, RebuildProgress, Registration } from '@annals/core';
 import { loadConfigModules } from '../config.js';
-import type { CliContext } from '../context.js';
+import type { CliClient, CliContext } from '../context.js';
 import { CliNotFoundError, CliUsageError, ExitCode } from '../exit-codes.js';
 import { ProgressBar, formatDuration } from '../internal/progress.js';
 import { renderTable } from '../internal/table.js';
 import type { CommandGroup } from '../program.js';
 
 /** Registers every projection and subscriber the config's modules export; warns about those that fail. */
-async function registerConfigModules(ctx: CliContext, annals: Annals): Promise<Registration[]> {
+async function registerConfigModules(ctx: CliContext, annals: CliClient): Promise<Registration[]> {
   const config = ctx.options.config;
   if (!config) return [];
   const loaded = await loadConfigModules(config);
