@@ -50,6 +50,7 @@ export function createProgram(io: CliIo, setExitCode: (code: ExitCodeValue) => v
     .option('--json', 'print JSON for scripts instead of tables')
     .option('-v, --verbose', 'print stack traces and causes of errors')
     .addHelpText('after', HELP_EPILOG)
+    .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(add --help for usage)')
     .exitOverride()
     .configureOutput({

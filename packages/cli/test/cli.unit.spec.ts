@@ -159,3 +159,19 @@ describe('config loader', () => {
     expect(loaded.events.map((e) => e.type)).toEqual(['order.created']);
   });
 });
+
+describe('docs/cli.md', () => {
+  it('documents every command with an example run', async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { createProgram } = await import('../src/program.js');
+    const markdown = await readFile(fileURLToPath(new URL('../../../docs/cli.md', import.meta.url)), 'utf8');
+    const io = { stdout: new PassThrough(), stderr: new PassThrough(), stdin: new PassThrough(), env: {}, cwd: tmpdir(), signal: new AbortController().signal };
+    const program = createProgram(io, () => {});
+    const commands = program.commands.flatMap((group) => (group.commands.length === 0 ? [group.name()] : group.commands.map((c) => `${group.name()} ${c.name()}`)));
+    expect(commands.length).toBeGreaterThan(15);
+    for (const command of commands) {
+      expect(markdown, `a heading for \`annals ${command}\``).toMatch(new RegExp(`^##+ \`(annals )?${command}[ \`]`, 'm'));
+      expect(markdown, `an example of \`annals ${command}\``).toContain(`annals ${command}`);
+    }
+  });
+});

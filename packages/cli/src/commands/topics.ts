@@ -88,7 +88,9 @@ export const topicsCommands: CommandGroup = (program, kit) => {
       kit.action(async (ctx, _options, [names]) => {
         const reports = await describeTopics(ctx, (names as string[] | undefined) ?? []);
         ctx.print(reports, () =>
-          reports
+          reports.length === 0
+            ? 'No topics. Create one with `annals topics create <topic>`.\n'
+            : reports
             .map((r) => {
               const configs = r.overrides.map((k) => `${k}=${r.configs[k]}`).join(',');
               const head = `Topic: ${r.name}\tPartitionCount: ${r.partitions}\tConfigs: ${configs || '(defaults)'}\n`;
