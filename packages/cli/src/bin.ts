@@ -4,11 +4,13 @@ import { ExitCode } from './exit-codes.js';
 import { main } from './program.js';
 
 const controller = new AbortController();
+let graceful = false;
 let interrupts = 0;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    // First signal: stop cleanly (consume exits, rebuild stops after its batch). Second: now.
-    if (++interrupts > 1) process.exit(ExitCode.INTERRUPTED);
+    // A command that stops cleanly (consume, rebuild) gets the first signal; otherwise, or on a
+    // second signal, the process ends now.
+    if (!graceful || ++interrupts > 1) process.exit(ExitCode.INTERRUPTED);
     controller.abort(new Error(`received ${signal}`));
   });
 }
@@ -25,5 +27,8 @@ process.exitCode = await main(process.argv.slice(2), {
   env: process.env,
   cwd: process.cwd(),
   signal: controller.signal,
+  handlesInterrupt: () => {
+    graceful = true;
+  },
   interactive: process.stderr.isTTY === true,
 });

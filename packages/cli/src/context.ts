@@ -13,8 +13,13 @@ export interface CliIo {
   readonly stdin: NodeJS.ReadableStream;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly cwd: string;
-  /** Aborted on SIGINT / SIGTERM: long commands (consume, rebuild) stop cleanly. */
+  /** Aborted on SIGINT / SIGTERM when the command {@link CliIo.handlesInterrupt | handles it}. */
   readonly signal: AbortSignal;
+  /**
+   * Called by commands that stop cleanly when `signal` aborts (consume, projections rebuild): the
+   * first Ctrl-C then aborts `signal` instead of ending the process at once. @default undefined
+   */
+  readonly handlesInterrupt?: () => void;
   /** Whether stderr is a terminal (progress bars are drawn only there). @default false */
   readonly interactive?: boolean;
 }

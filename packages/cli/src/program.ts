@@ -71,8 +71,9 @@ export function createProgram(io: CliIo, setExitCode: (code: ExitCodeValue) => v
         } catch (error) {
           setExitCode(reportError(io, error, globals));
         } finally {
+          // The command's outcome stands; a failure to disconnect afterwards is reported, not hidden.
           await ctx?.close().catch((error: unknown) => {
-            if (globals.verbose) io.stderr.write(`warning: disconnecting failed: ${String(error)}\n`);
+            io.stderr.write(`warning: disconnecting from PostgreSQL failed: ${error instanceof Error ? error.message : String(error)}\n`);
           });
         }
       };

@@ -137,6 +137,31 @@ describe('consume offsets and limits', () => {
   });
 });
 
+describe('interrupts', () => {
+  it('consume stops cleanly on SIGINT and exits 0', async () => {
+    const child = spawn(process.execPath, [BIN, 'consume', 'lines', '-o', 'end', '--verbose'], {
+      env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.connectionString },
+    });
+    let stderr = '';
+    const started = new Promise<void>((resolve) =>
+      child.stderr.setEncoding('utf8').on('data', (d: string) => {
+        stderr += d;
+        if (stderr.includes('following.')) resolve();
+      }),
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    try {
+      await Promise.race([started, exited]);
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+    } finally {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+    }
+  });
+});
+
 describe('typed records', () => {
   it('shows msgpack values (content-type header) as JSON', async () => {
     await annals.admin().createTopics({ topics: [parcels] });

@@ -29,6 +29,7 @@ async function describeConfigs(ctx: CliContext, topic: string): Promise<ConfigRe
   }));
 }
 
+/** Registers `annals configs describe|alter`. */
 export const configsCommands: CommandGroup = (program, kit) => {
   const configs: Command = program.command('configs').description("describe and alter topic configs with Kafka's keys");
 

@@ -45,6 +45,7 @@ async function write(ctx: CliContext, text: string): Promise<void> {
   if (!ctx.io.stdout.write(text)) await new Promise<void>((resolve) => ctx.io.stdout.once('drain', () => resolve()));
 }
 
+/** Registers `annals consume <topic>`. */
 export const consumeCommand: CommandGroup = (program, kit) => {
   program
     .command('consume')
@@ -89,6 +90,7 @@ export const consumeCommand: CommandGroup = (program, kit) => {
         if (ctx.options.verbose) {
           ctx.err(`Reading "${topic}" from ${partitions.map((p) => `${p}@${next.get(p)!}`).join(', ')}${options.exit ? ' to the end' : ', following'}.\n`);
         }
+        ctx.io.handlesInterrupt?.();
         let printed = 0;
         const reachedEnd = new Set<number>();
         let wake: (() => void) | undefined;

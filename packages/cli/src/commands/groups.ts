@@ -157,6 +157,7 @@ async function planReset(ctx: CliContext, groupId: string, options: ResetOptions
   return plan;
 }
 
+/** Registers `annals groups list|describe|reset-offsets|delete`. */
 export const groupsCommands: CommandGroup = (program, kit) => {
   const groups: Command = program.command('groups').description('list, describe, reset offsets of, and delete consumer groups');
 

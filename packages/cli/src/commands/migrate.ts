@@ -2,6 +2,7 @@
 import { migrationNames } from '@annals/storage-pg';
 import type { CommandGroup } from '../program.js';
 
+/** Registers `annals migrate`. */
 export const migrateCommand: CommandGroup = (program, kit) => {
   program
     .command('migrate')

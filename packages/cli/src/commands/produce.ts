@@ -46,6 +46,7 @@ function parseJsonLine(line: string, n: number): JsonLine {
   return o as unknown as JsonLine;
 }
 
+/** Registers `annals produce <topic>`. */
 export const produceCommand: CommandGroup = (program, kit) => {
   program
     .command('produce')

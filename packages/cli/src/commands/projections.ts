@@ -32,6 +32,7 @@ function versionsText(s: ProjectionStatus): string {
   return s.versions.map((v) => `v${v.version}:${v.status}`).join(',') || '-';
 }
 
+/** Registers `annals projections list|status|rebuild`. */
 export const projectionsCommands: CommandGroup = (program, kit) => {
   const projections = program.command('projections').description('list projections, show their status, rebuild a new version');
 
@@ -102,6 +103,7 @@ export const projectionsCommands: CommandGroup = (program, kit) => {
           if (!bar && ctx.options.verbose && p.phase !== lastPhase) ctx.err(`${p.phase}: ${p.eventsDone}/${p.eventsTotal} events\n`);
           lastPhase = p.phase;
         };
+        ctx.io.handlesInterrupt?.();
         let result;
         try {
           result = await annals.projections.rebuild(name, { onProgress, signal: ctx.io.signal });

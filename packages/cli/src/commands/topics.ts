@@ -44,6 +44,7 @@ export async function describeTopics(ctx: CliContext, names: readonly string[]):
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }
 
+/** Registers `annals topics create|list|describe|alter|delete`. */
 export const topicsCommands: CommandGroup = (program, kit) => {
   const topics: Command = program.command('topics').description('create, list, describe, alter and delete topics');
 
