@@ -4,8 +4,7 @@
  * either follows the log (woken by commit notifications) or exits at its end with `-e`.
  */
 import { UnknownTopicOrPartitionError } from '@annals/core';
-import type { CliContext } from '../context.js';
-import { toJson } from '../context.js';
+import { toJson, type CliContext } from '../context.js';
 import { CliUsageError } from '../exit-codes.js';
 import { parseDatetime, parseInteger } from '../internal/parse.js';
 import { compileFormat, recordJson } from '../internal/records.js';
