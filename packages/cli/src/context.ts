@@ -111,7 +111,9 @@ export class CliContext {
 
 function createClient(storage: PgLogStorage) {
   // An operator tool fails fast when the database is down: one quick retry, then exit 6.
-  return new Annals({ clientId: 'annals-cli', storage, retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 1_000 } });
+  // It never runs the in-process cleaner: a `consume` left tailing must not become the database's
+  // cleaner. `annals cleaner run` cleans explicitly.
+  return new Annals({ clientId: 'annals-cli', storage, retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 1_000 }, cleaner: false });
 }
 
 /** The client type commands use (an `Annals` over the Postgres storage). */

@@ -20,6 +20,8 @@ export const ExitCode = Object.freeze({
   ALREADY_EXISTS: 5,
   /** PostgreSQL could not be reached. Worth retrying later. */
   UNAVAILABLE: 6,
+  /** `cleaner run`: another process holds the cleaner lease (it is cleaning this database); nothing was done. */
+  LEASE_HELD: 7,
   /** Stopped by SIGINT / SIGTERM (128 + SIGINT, as shells report it). */
   INTERRUPTED: 130,
 });

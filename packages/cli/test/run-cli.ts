@@ -73,7 +73,7 @@ export function json<T = unknown>(result: CliResult): T {
 
 /** A client in the test process (to run a live group member, publish typed events, read projections). */
 export function testClient(clientId: string, connectionString: string) {
-  return new Annals({ clientId, storage: postgres({ connectionString }) });
+  return new Annals({ clientId, storage: postgres({ connectionString }), cleaner: false });
 }
 
 /** The type of {@link testClient}'s client. */

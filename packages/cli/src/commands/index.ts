@@ -3,6 +3,7 @@
  * `src/commands/<group>.ts` exporting a `CommandGroup` and add it here.
  */
 import type { CommandGroup } from '../program.js';
+import { cleanerCommands } from './cleaner.js';
 import { configsCommands } from './configs.js';
 import { consumeCommand } from './consume.js';
 import { groupsCommands } from './groups.js';
@@ -20,4 +21,5 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = Object.freeze([
   produceCommand,
   projectionsCommands,
   migrateCommand,
+  cleanerCommands,
 ]);

@@ -38,6 +38,8 @@ export interface CleanerRunOptions {
   readonly now?: Date | number;
   /** Stops the pass between chunks; what was done stays done. */
   readonly signal?: AbortSignal;
+  /** Records examined or removed per statement in this pass. @default the client's `cleaner.chunkRecords` */
+  readonly chunkRecords?: number;
   /** Progress, after each partition. */
   readonly onProgress?: (progress: { readonly done: number; readonly partition: PartitionCleanReport }) => void;
 }
@@ -140,6 +142,10 @@ export class Cleaner {
    * ```
    */
   runOnce(options: CleanerRunOptions = {}): Promise<CleanerRunResult> {
+    const chunk = options.chunkRecords;
+    if (chunk !== undefined && (!Number.isSafeInteger(chunk) || chunk < 1)) {
+      return Promise.reject(new InvalidOptionsError(`runOnce: chunkRecords must be an integer ≥ 1, got ${String(chunk)}.`));
+    }
     return this.#serial(() => this.#pass(options));
   }
 
@@ -159,7 +165,7 @@ export class Cleaner {
     try {
       const report = await lease.clean({
         topics: options.topics,
-        chunkRecords: this.#options.chunkRecords,
+        chunkRecords: options.chunkRecords ?? this.#options.chunkRecords,
         now: options.now === undefined ? undefined : typeof options.now === 'number' ? options.now : options.now.getTime(),
         signal: options.signal,
         onPartition: (partition) => options.onProgress?.({ done: ++done, partition }),
