@@ -277,6 +277,27 @@ END $fn$`).execute(db);
         for (const name of ['projection_versions', 'projections']) await sql`DROP TABLE ${t(name)}`.execute(db);
       },
     },
+    // 0006 is reserved for the cleaner's migration (another branch). Kysely sorts names and only
+    // requires applied migrations to be a prefix of the sorted list, so the gap is harmless here;
+    // see docs/schema-registry.md ("Migration") for what merging 0006 later means.
+    '0007_schema_registry': {
+      async up(db: AnyDb) {
+        // One row per (event type, version), written once and never updated: the registry's
+        // immutability is the table's only write path (INSERT … ON CONFLICT DO NOTHING).
+        await sql`CREATE TABLE ${t('schema_registry')} (
+          event_type     text NOT NULL CHECK (char_length(event_type) BETWEEN 1 AND 255),
+          version        integer NOT NULL CHECK (version > 0),
+          fingerprint    text NOT NULL CHECK (fingerprint ~ '^sha256:[0-9a-f]{64}$'),
+          schema         jsonb NOT NULL,
+          registered_by  text,
+          registered_at  timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (event_type, version)
+        )`.execute(db);
+      },
+      async down(db: AnyDb) {
+        await sql`DROP TABLE ${t('schema_registry')}`.execute(db);
+      },
+    },
   };
 }
 

@@ -16,6 +16,7 @@ import { Consumer, type ConsumerInput } from './consumer.js';
 import { Producer, type ProducerInput } from './producer.js';
 import { PartitionReader, type ReaderInput } from './reader.js';
 import { resolveRetry, withRetry, type RetryInput } from './retry.js';
+import { SchemaRegistrations } from './schema-registrations.js';
 import { BufferedTransaction, type AnnalsTransaction } from './transaction.js';
 import { HandlerRuntime, type Projections, type Registrable, type RegisterOptions, type Registration } from '../framework/runtime.js';
 import { Aggregates } from '../aggregates/aggregates.js';
@@ -32,6 +33,14 @@ export interface AnnalsInput<TDb> {
   readonly codec?: Codec;
   /** How long topic metadata (partition counts, configs) is cached, in ms. @default 30000 */
   readonly metadataMaxAge?: number;
+  /**
+   * Register each event version in the store's schema registry the first time this client
+   * publishes it, and refuse to publish a version registered with another schema
+   * (`SchemaVersionConflictError`, nothing written). Checked once per contract per client.
+   * Turn off only where versions are registered by `annals schema push` in CI.
+   * @default true
+   */
+  readonly registerSchemas?: boolean;
 }
 
 /** Options of `annals.transaction(...)`. */
@@ -78,6 +87,10 @@ export class Annals<TDb = unknown> {
     }
     const codec = input.codec ?? msgpackCodec();
     const retry = resolveRetry(input.retry);
+    if (input.registerSchemas !== undefined && typeof input.registerSchemas !== 'boolean') {
+      throw new InvalidOptionsError('registerSchemas must be true or false.');
+    }
+    const storage = input.storage;
     this.#ctx = Object.freeze({
       clientId: input.clientId,
       storage: input.storage,
@@ -85,6 +98,7 @@ export class Annals<TDb = unknown> {
       codec,
       codecs: new CodecRegistry(codec),
       metadata: new MetadataCache(input.storage, metadataMaxAge),
+      schemas: new SchemaRegistrations(() => storage.schemaRegistry, input.clientId, input.registerSchemas ?? true, (fn) => withRetry(retry, fn)),
       ensureConnected: () => this.connect(),
     });
   }

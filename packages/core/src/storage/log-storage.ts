@@ -16,6 +16,7 @@
  */
 import type { TopicConfig } from '../contracts/topic-config.js';
 import type { ProjectionStore } from './projection-storage.js';
+import type { SchemaRegistryStorage } from './schema-registry.js';
 import type { StreamStorage, StreamTransaction } from './stream-storage.js';
 
 /** Record headers as stored: header name → bytes. */
@@ -197,6 +198,8 @@ export interface LogStorage<TDb = unknown> extends GroupStorage, StreamStorage {
   watch(topics: readonly string[], listener: AppendListener): Promise<() => Promise<void>>;
   /** Projection bookkeeping and read models (see `projection-storage.ts`); absent on stores without projections. */
   readonly projections?: ProjectionStore<TDb>;
+  /** The schema registry: event types' versions, their JSON Schemas and fingerprints (see `schema-registry.ts`). */
+  readonly schemaRegistry: SchemaRegistryStorage;
 }
 
 // ---- consumer groups ---------------------------------------------------------------------------
