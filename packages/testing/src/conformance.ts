@@ -34,6 +34,7 @@ import {
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { describeStreamConformance } from './conformance-streams.js';
+import { describeSchemaRegistryConformance } from './conformance-schema-registry.js';
 
 /** What a conformance factory returns: a new, empty store, and how to dispose of it. */
 export interface ConformanceStore {
@@ -1081,6 +1082,10 @@ export function describeLogStorageConformance(
     // ---- event-sourced streams (conformance-streams.ts) ---------------------------------------
 
     describeStreamConformance({ storage: () => storage, fcParams, propertyRuns });
+
+    // ---- schema registry (conformance-schema-registry.ts) -------------------------------------
+
+    describeSchemaRegistryConformance({ storage: () => storage });
 
     describe('properties', () => {
       let run = 0;
