@@ -22,7 +22,7 @@ import { isTopicContract, type TopicContract } from '../contracts/topic.js';
 import { ContractLoadError } from '../errors.js';
 import type { RegisteredSchema } from '../storage/schema-registry.js';
 import { readerIncompatibilities } from './compatibility.js';
-import { versionSchemaOf, type JsonSchema } from './json-schema.js';
+import { canonicalJson, versionSchemaOf, type JsonSchema } from './json-schema.js';
 import { diffJsonSchemas } from './schema-diff.js';
 
 /** Contracts as given to the gate: event contracts and topic contracts (whose events are included). */
@@ -163,7 +163,8 @@ export function snapshotContracts(contracts: ContractList, options: { readonly d
     const versions: Record<string, { fingerprint: string; schema: JsonSchema }> = {};
     for (const v of e.contract.versions) {
       const { schema, fingerprint } = versionSchemaOf(e.contract.schema(v)!);
-      versions[String(v)] = { fingerprint, schema };
+      // Keys sorted: reordering fields in the source leaves the committed file unchanged.
+      versions[String(v)] = { fingerprint, schema: JSON.parse(canonicalJson(schema)) as JsonSchema };
     }
     events[type] = { compatibility: e.compatibility, topics: e.topics, versions };
   }
