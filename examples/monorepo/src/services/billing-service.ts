@@ -8,7 +8,7 @@
 import { Annals, type Consumer } from '@annals/core';
 import { OrderPlaced, orders, PaymentCaptured, payments } from '../contracts/index.js';
 
-export async function startBilling(annals: Annals, onCharged?: (orderId: string) => void): Promise<Consumer> {
+export async function startBilling<TDb>(annals: Annals<TDb>, onCharged?: (orderId: string) => void): Promise<Consumer<TDb>> {
   await annals.admin().createTopics({ topics: [orders, payments, { topic: 'billing.dlq' }], ignoreExisting: true });
   const consumer = annals.consumer({
     groupId: 'billing',

@@ -7,7 +7,7 @@ import { Annals } from '@annals/core';
 import { postgres } from '@annals/storage-pg';
 import { OrderPlaced, orders } from '../contracts/index.js';
 
-export async function placeOrder(annals: Annals, order: { orderId: string; customerId: string; totalCents: number }): Promise<void> {
+export async function placeOrder<TDb>(annals: Annals<TDb>, order: { orderId: string; customerId: string; totalCents: number }): Promise<void> {
   await annals.producer().publish(orders, OrderPlaced, order);
 }
 

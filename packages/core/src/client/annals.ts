@@ -4,7 +4,8 @@
  */
 import type { Codec } from '../codec/codec.js';
 import { msgpackCodec } from '../codec/msgpack-codec.js';
-import type { TopicContract } from '../contracts/topic.js';
+import { isTopicContract, type TopicContract } from '../contracts/topic.js';
+import type { EventContract } from '../contracts/event.js';
 import { InvalidOptionsError } from '../errors.js';
 import type { LogStorage, StoredRecord } from '../storage/log-storage.js';
 import { Admin } from './admin.js';
@@ -212,6 +213,34 @@ export class Annals<TDb = unknown> {
   get aggregates(): Aggregates {
     this.#aggregates ??= new Aggregates(this.#ctx);
     return this.#aggregates;
+  }
+
+  /**
+   * Registers (or verifies) the latest version of each event these contracts carry, as a first
+   * publish would, and caches the result for this client: later publishes of them cost no round
+   * trip. Call it at start-up when the first publishes happen inside transactions, so a burst of
+   * transactions each holding a pooled connection does not wait for another one to register.
+   * Throws `SchemaVersionConflictError` when a version is registered with another schema.
+   * A no-op with `registerSchemas: false`.
+   *
+   * @example
+   * ```ts
+   * await annals.registerContracts([orders, payments]);
+   * ```
+   */
+  async registerContracts(contracts: ReadonlyArray<EventContract<string, any> | TopicContract>): Promise<void> {
+    await this.connect();
+    const pending: Array<Promise<void>> = [];
+    for (const c of contracts) {
+      const events = isTopicContract(c) ? c.events.map((e) => [e, c.name] as const) : [[c, ''] as const];
+      for (const [event, topic] of events) {
+        const registering = this.#ctx.schemas.ensure(event, topic);
+        if (registering) pending.push(registering);
+      }
+    }
+    const results = await Promise.allSettled(pending);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   /** A reader of partitions assigned by hand, with `seek` (no consumer group). */

@@ -61,7 +61,7 @@ export class SchemaRegistrations {
         diff.map((l) => `  ${l}`).join('\n') +
         `\nA changed contract needs a new version: keep version ${version} as registered, add version ${version + 1} with an upcaster from ${version}, and publish that. Nothing was written.`,
       { registeredFingerprint: registered.fingerprint, localFingerprint: fingerprint, registeredBy: registered.registeredBy, diff },
-      { topic, eventType: contract.type, schemaVersion: version },
+      { ...(topic ? { topic } : {}), eventType: contract.type, schemaVersion: version },
     );
   }
 }

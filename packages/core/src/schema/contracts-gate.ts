@@ -26,7 +26,7 @@ import { canonicalJson, versionSchemaOf, type JsonSchema } from './json-schema.j
 import { diffJsonSchemas } from './schema-diff.js';
 
 /** Contracts as given to the gate: event contracts and topic contracts (whose events are included). */
-export type ContractList = ReadonlyArray<EventContract | TopicContract>;
+export type ContractList = ReadonlyArray<EventContract<string, any> | TopicContract>;
 
 /** The format tag of {@link ContractSnapshot}. */
 export const CONTRACT_SNAPSHOT_FORMAT = 'annals.contracts/1';

@@ -149,6 +149,27 @@ describe('the registry on the publish path (in memory)', () => {
     expect(await storage.schemaRegistry.list()).toHaveLength(1);
   });
 
+  it('registerContracts registers at start-up; publishes after it make no registry call', async () => {
+    const storage = new InMemoryLogStorage();
+    await using annals = new Annals({ clientId: 'warm', storage });
+    await annals.admin().createTopics({ topics: [orders] });
+    await annals.registerContracts([orders]);
+    expect((await storage.schemaRegistry.list()).map((r) => `${r.eventType}/${r.version}`)).toEqual(['order.created/2', 'order.paid/1']);
+    let calls = 0;
+    const register = storage.schemaRegistry.register.bind(storage.schemaRegistry);
+    storage.schemaRegistry.register = (entries, options) => (calls++, register(entries, options));
+    await annals.transaction(async (tx) => {
+      await tx.publish(orders, Created, { orderId: 'o-1', total: 1 });
+      await tx.publish(orders, Paid, { orderId: 'o-1' });
+    });
+    expect(calls).toBe(0);
+    await using off = new Annals({ clientId: 'off', storage, registerSchemas: false });
+    const Changed = defineEvent({ type: 'order.paid', versions: { 1: z.object({ orderId: z.number() }) } });
+    await off.registerContracts([Changed]);
+    await off.producer().publish(defineTopic({ name: 'orders', events: [Changed] }), Changed, { orderId: 1 });
+    expect(calls).toBe(0); // registration off: no check at all (the gate in CI is then the only guard)
+  });
+
   it('pushContracts registers every version, all or nothing', async () => {
     const storage = new InMemoryLogStorage();
     const pushed = await pushContracts({ storage, contracts: [orders] });
