@@ -230,17 +230,14 @@ export class Annals<TDb = unknown> {
    */
   async registerContracts(contracts: ReadonlyArray<EventContract<string, any> | TopicContract>): Promise<void> {
     await this.connect();
-    const pending: Array<Promise<void>> = [];
+    // One at a time: the first conflict is thrown and nothing after it is attempted.
     for (const c of contracts) {
       const events = isTopicContract(c) ? c.events.map((e) => [e, c.name] as const) : [[c, ''] as const];
       for (const [event, topic] of events) {
         const registering = this.#ctx.schemas.ensure(event, topic);
-        if (registering) pending.push(registering);
+        if (registering) await registering;
       }
     }
-    const results = await Promise.allSettled(pending);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
   }
 
   /** A reader of partitions assigned by hand, with `seek` (no consumer group). */

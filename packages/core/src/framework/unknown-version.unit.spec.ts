@@ -83,3 +83,13 @@ describe('subscribers and unknown schema versions', () => {
     expect(handled).toEqual([]);
   });
 });
+
+describe('onUnknownVersion options', () => {
+  it('are validated when the consumer is created', () => {
+    const annals = new Annals({ clientId: 'options', storage: new InMemoryLogStorage() });
+    expect(() => annals.consumer({ groupId: 'g', onUnknownVersion: 'dead-letter' })).toThrow(/onUnknownVersion: 'dead-letter' needs deadLetterTopic/);
+    expect(() => annals.consumer({ groupId: 'g', onUnknownVersion: 'skip' as never })).toThrow(/onUnknownVersion must be 'fail', 'dead-letter', 'read-as-latest-known'/);
+    expect(() => new Annals({ clientId: 'x', storage: new InMemoryLogStorage(), registerSchemas: 'yes' as never })).toThrow(/registerSchemas must be true or false/);
+    expect(() => defineEvent({ type: 'x', versions: { 1: v1 }, compatibility: 'sideways' as never })).toThrow(/compatibility must be one of 'backward', 'forward', 'full', 'none'/);
+  });
+});

@@ -22,6 +22,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { AnySchema } from '../contracts/event.js';
+import { InvalidOptionsError } from '../errors.js';
 
 /** A JSON Schema document (draft 2020-12) as plain JSON. */
 export type JsonSchema = boolean | { readonly [keyword: string]: unknown };
@@ -62,14 +63,17 @@ export function canonicalJson(value: unknown): string {
 /** Removes annotations and sorts set-like lists, walking only schema positions (a property named `description` stays). */
 export function normalizeJsonSchema(schema: unknown): JsonSchema {
   if (typeof schema === 'boolean') return schema;
-  if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return {};
+  if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
+    throw new InvalidOptionsError(`Not a JSON Schema: ${canonicalJson(schema).slice(0, 100)} (a schema is an object or a boolean).`);
+  }
   const out: Record<string, unknown> = {};
   for (const [keyword, value] of Object.entries(schema as Record<string, unknown>)) {
     if (ANNOTATIONS.has(keyword) || value === undefined) continue;
     if (SCHEMA_MAPS.has(keyword) && value && typeof value === 'object') {
       out[keyword] = Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) => [k, normalizeJsonSchema(v)]));
     } else if (SCHEMA_VALUES.has(keyword)) {
-      out[keyword] = normalizeJsonSchema(value);
+      // `items` as a list is draft-07's tuple form.
+      out[keyword] = Array.isArray(value) ? value.map(normalizeJsonSchema) : normalizeJsonSchema(value);
     } else if (SCHEMA_LISTS.has(keyword) && Array.isArray(value)) {
       out[keyword] = value.map(normalizeJsonSchema);
     } else if (SETS.has(keyword) && Array.isArray(value)) {
