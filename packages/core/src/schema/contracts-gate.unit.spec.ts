@@ -170,6 +170,22 @@ describe('the registry on the publish path (in memory)', () => {
     expect(calls).toBe(0); // registration off: no check at all (the gate in CI is then the only guard)
   });
 
+  it('stream appends (aggregates) register like publishes, and are refused the same way', async () => {
+    const storage = new InMemoryLogStorage();
+    const streams = defineTopic({ name: 'order-streams', events: [Paid], key: (e) => e.orderId, config: { 'retention.ms': -1 } });
+    await using annals = new Annals({ clientId: 'aggregates', storage });
+    await annals.admin().createTopics({ topics: [streams] });
+    await annals.aggregates.append(streams, 'o-1', [{ type: 'order.paid', payload: { orderId: 'o-1' } }], { expectedVersion: 'no-stream' });
+    expect((await storage.schemaRegistry.list()).map((r) => [r.eventType, r.version, r.registeredBy])).toEqual([['order.paid', 1, 'aggregates']]);
+    const Changed = defineEvent({ type: 'order.paid', versions: { 1: z.object({ orderId: z.string(), cents: z.number() }) } });
+    const changed = defineTopic({ name: 'order-streams', events: [Changed], key: (e) => e.orderId, config: { 'retention.ms': -1 } });
+    await using other = new Annals({ clientId: 'other', storage });
+    await expect(other.aggregates.append(changed, 'o-1', [{ type: 'order.paid', payload: { orderId: 'o-1', cents: 1 } }], { expectedVersion: 1 })).rejects.toBeInstanceOf(
+      SchemaVersionConflictError,
+    );
+    expect((await annals.aggregates.load(streams, 'o-1')).version).toBe(1);
+  });
+
   it('pushContracts registers every version, all or nothing', async () => {
     const storage = new InMemoryLogStorage();
     const pushed = await pushContracts({ storage, contracts: [orders] });
