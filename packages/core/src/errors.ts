@@ -88,6 +88,63 @@ export class UpcastError extends AnnalsError {
   readonly code = 'UPCAST_FAILED' as const;
 }
 
+/**
+ * A stored event's `schema-version` is newer than every version this process's contract knows:
+ * it was published by a service on a newer contract. A consumer routes it by its
+ * `onUnknownVersion` policy (`fail`: the failure policy; `dead-letter`; `read-as-latest-known`
+ * when the contract's compatibility mode is `forward` or `full`). Deploy the newer contract to
+ * read it fully. A kind of {@link UpcastError} (same code), so existing handling still applies.
+ */
+export class UnknownSchemaVersionError extends UpcastError {
+  /** The newest version this process's contract knows. */
+  readonly latestKnownVersion: number;
+  constructor(message: string, latestKnownVersion: number, options: AnnalsErrorOptions = {}) {
+    super(message, options);
+    this.latestKnownVersion = typeof latestKnownVersion === 'number' ? latestKnownVersion : 0;
+  }
+}
+
+/** What a {@link SchemaVersionConflictError} reports. */
+export interface SchemaVersionConflict {
+  /** The fingerprint the registry holds for the version. */
+  readonly registeredFingerprint: string;
+  /** The fingerprint of this process's schema for the same version. */
+  readonly localFingerprint: string;
+  /** Who registered the version (a client id), if known. */
+  readonly registeredBy?: string | null;
+  /** A readable diff from the registered schema to the local one, one line per difference. */
+  readonly diff: readonly string[];
+}
+
+/**
+ * The schema registry already holds this event type's version with another schema: the contract
+ * was edited in place. Nothing was written. A changed contract needs a new version and an
+ * upcaster from the previous one (`versions: { …, n+1: newSchema }, upcast: { n: (old) => … }`).
+ */
+export class SchemaVersionConflictError extends AnnalsError {
+  readonly code = 'SCHEMA_VERSION_CONFLICT' as const;
+  readonly registeredFingerprint: string;
+  readonly localFingerprint: string;
+  readonly registeredBy: string | null;
+  readonly diff: readonly string[];
+  constructor(message: string, conflict: SchemaVersionConflict, options: AnnalsErrorOptions = {}) {
+    super(message, options);
+    this.registeredFingerprint = conflict?.registeredFingerprint ?? '';
+    this.localFingerprint = conflict?.localFingerprint ?? '';
+    this.registeredBy = conflict?.registeredBy ?? null;
+    this.diff = Array.isArray(conflict?.diff) ? conflict.diff : [];
+  }
+}
+
+/**
+ * Contracts could not be loaded for the schema gate: no `annals.config.{js,mjs,json}`, a config
+ * without `contracts: [...]`, a module that fails to import or exports no contract, or one event
+ * type defined twice with different schemas. The message names the file.
+ */
+export class ContractLoadError extends AnnalsError {
+  readonly code = 'CONTRACT_LOAD_FAILED' as const;
+}
+
 /** Stored or received bytes could not be decoded (hostile or corrupt input). */
 export class CorruptRecordError extends AnnalsError {
   readonly code = 'CORRUPT_MESSAGE' as const;

@@ -33,12 +33,15 @@ export {
   TopicAlreadyExistsError,
   TransactionTimeoutError,
   UnknownEventTypeError,
+  UnknownSchemaVersionError,
   UnknownTopicOrPartitionError,
   UpcastError,
+  SchemaVersionConflictError,
+  ContractLoadError,
   WrongExpectedVersionError,
   isRetriable,
 } from './errors.js';
-export type { AnnalsErrorOptions, ErrorContext, SchemaIssue, StreamVersionConflict } from './errors.js';
+export type { AnnalsErrorOptions, ErrorContext, SchemaIssue, SchemaVersionConflict, StreamVersionConflict } from './errors.js';
 
 export { defineEvent, isEventContract } from './contracts/event.js';
 export { EventClass } from './contracts/event-class.js';
@@ -54,6 +57,8 @@ export type {
   VersionMap,
 } from './contracts/event.js';
 export { defineTopic, isTopicContract } from './contracts/topic.js';
+export { COMPATIBILITY_MODES, DEFAULT_COMPATIBILITY } from './contracts/compatibility-mode.js';
+export type { CompatibilityMode } from './contracts/compatibility-mode.js';
 export type { KeyValue, TopicContract, TopicDefinitionInput } from './contracts/topic.js';
 export {
   DEFAULT_TOPIC_CONFIG,
@@ -69,6 +74,34 @@ export type * from './storage/log-storage.js';
 export type * from './storage/stream-storage.js';
 export type * from './storage/projection-storage.js';
 export type * from './storage/cleaner-storage.js';
+export type {
+  RegisterSchemasOptions,
+  RegisterSchemasResult,
+  RegisteredSchema,
+  SchemaRegistration,
+  SchemaRegistrationConflict,
+  SchemaRegistryStorage,
+} from './storage/schema-registry.js';
+export { invalidRegistrations } from './storage/schema-registry.js';
+
+export { canonicalJson, fingerprintOf, normalizeJsonSchema, versionSchemaOf } from './schema/json-schema.js';
+export type { JsonSchema, VersionSchema } from './schema/json-schema.js';
+export { readerIncompatibilities } from './schema/compatibility.js';
+export type { SchemaIncompatibility } from './schema/compatibility.js';
+export { diffJsonSchemas } from './schema/schema-diff.js';
+export { CONTRACT_SNAPSHOT_FORMAT, checkContracts, parseContractSnapshot, resolveContractEvents, snapshotContracts } from './schema/contracts-gate.js';
+export type {
+  CheckContractsInput,
+  CheckContractsResult,
+  ContractChange,
+  ContractList,
+  ContractSnapshot,
+  SnapshotEvent,
+} from './schema/contracts-gate.js';
+export { pushContracts } from './schema/push-contracts.js';
+export type { PushContractsInput, PushContractsResult } from './schema/push-contracts.js';
+export { ANNALS_CONFIG_FILES, loadAnnalsConfig, loadContracts } from './schema/load-contracts.js';
+export type { AnnalsConfig, AnnalsConfigInput, LoadConfigOptions, LoadedContracts } from './schema/load-contracts.js';
 
 export { Annals } from './client/annals.js';
 export type { AnnalsInput, TransactionOptions } from './client/annals.js';
@@ -108,8 +141,16 @@ export type { DescribeLagOptions, GroupLag, LagDescription, OffsetResetTarget } 
 export { PartitionReader } from './client/reader.js';
 export type { Assignment, ReaderBatch, ReaderInput, ReaderRunInput, StartOffset } from './client/reader.js';
 export type { IHeaders, KafkaMessage, Message, RecordMetadata } from './client/messages.js';
-export { CONTENT_TYPE_HEADER, EVENT_TYPE_HEADER, SCHEMA_VERSION_HEADER, decodeEvent, CodecRegistry } from './client/events.js';
-export type { DecodedEvent } from './client/events.js';
+export {
+  CONTENT_TYPE_HEADER,
+  EVENT_TYPE_HEADER,
+  SCHEMA_VERSION_HEADER,
+  UNKNOWN_VERSION_POLICIES,
+  compatibilityOf,
+  decodeEvent,
+  CodecRegistry,
+} from './client/events.js';
+export type { DecodedEvent, DecodeOptions, UnknownVersionPolicy } from './client/events.js';
 export { backoff, resolveRetry, withRetry } from './client/retry.js';
 export type { Retry, RetryInput } from './client/retry.js';
 

@@ -5,6 +5,7 @@
 export { PgLogStorage } from './pg-log-storage.js';
 export type { PgLogStorageInput } from './pg-log-storage.js';
 export { postgres } from './postgres.js';
+export { PgSchemaRegistry } from './pg-schema-registry.js';
 export { migrateToLatest, migrateDown, migrationNames } from './migrations.js';
 export type { MigrateResult } from './migrations.js';
 export { EmbeddedPostgres, embeddedPostgres } from './embedded-postgres.js';

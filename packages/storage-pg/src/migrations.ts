@@ -299,6 +299,24 @@ END $fn$`).execute(db);
         await sql`ALTER TABLE ${t('partitions')} ADD COLUMN cleaned_offset bigint NOT NULL DEFAULT 0`.execute(db);
       },
     },
+    '0007_schema_registry': {
+      async up(db: AnyDb) {
+        // One row per (event type, version), written once and never updated: the registry's
+        // immutability is the table's only write path (INSERT … ON CONFLICT DO NOTHING).
+        await sql`CREATE TABLE ${t('schema_registry')} (
+          event_type     text NOT NULL CHECK (char_length(event_type) BETWEEN 1 AND 255),
+          version        integer NOT NULL CHECK (version > 0),
+          fingerprint    text NOT NULL CHECK (fingerprint ~ '^sha256:[0-9a-f]{64}$'),
+          schema         jsonb NOT NULL,
+          registered_by  text,
+          registered_at  timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (event_type, version)
+        )`.execute(db);
+      },
+      async down(db: AnyDb) {
+        await sql`DROP TABLE ${t('schema_registry')}`.execute(db);
+      },
+    },
   };
 }
 

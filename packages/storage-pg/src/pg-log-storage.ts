@@ -63,6 +63,7 @@ import { decodeHeaders, encodeHeaders } from './internal/headers.js';
 import { validateSchemaName } from './internal/ident.js';
 import { isConnectionFailure, translateCommitError, translatePgError } from './internal/pg-errors.js';
 import { migrateToLatest } from './migrations.js';
+import { PgSchemaRegistry } from './pg-schema-registry.js';
 import { PgGroupSession, type SessionClient } from './pg-group-session.js';
 import { PgProjectionStore } from './pg-projection-store.js';
 import { acquirePgCleaner } from './pg-cleaner.js';
@@ -661,6 +662,14 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
   /** @internal A pooled client with its error event guarded. */
   acquireClient(): Promise<pg.PoolClient> {
     return this.#client();
+  }
+
+  #schemaRegistry: PgSchemaRegistry | undefined;
+
+  /** The schema registry (`pg-schema-registry.ts`; table `schema_registry`). */
+  get schemaRegistry(): PgSchemaRegistry {
+    this.#schemaRegistry ??= new PgSchemaRegistry(this);
+    return this.#schemaRegistry;
   }
 
   #projections: PgProjectionStore<DB> | undefined;

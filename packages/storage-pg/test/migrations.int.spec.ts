@@ -23,6 +23,7 @@ describe('migrations', () => {
       expect(names).toContain('0004_retention');
       expect(names).toContain('0005_projections');
       expect(names).toContain('0006_cleaner');
+      expect(names).toContain('0007_schema_registry');
       expect((await migrateToLatest(db, schema, '0001_log')).applied).toEqual(['0001_log']);
       expect(await tablesOf(client, schema)).toEqual(['annals_migration', 'annals_migration_lock', 'partitions', 'producer_state', 'records', 'topics', 'transactional_ids']);
       expect((await migrateToLatest(db, schema, '0002_consumer_groups')).applied).toEqual(['0002_consumer_groups']);
@@ -32,7 +33,7 @@ describe('migrations', () => {
       await migrateDown(db, schema);
       expect(await tablesOf(client, schema)).toEqual(['annals_migration', 'annals_migration_lock']);
       expect((await migrateToLatest(db, schema)).applied).toEqual(names);
-      expect(await tablesOf(client, schema)).toEqual(expect.arrayContaining(['segments', 'time_index', 'partition_owners', 'projections', 'projection_versions']));
+      expect(await tablesOf(client, schema)).toEqual(expect.arrayContaining(['segments', 'time_index', 'partition_owners', 'projections', 'projection_versions', 'schema_registry']));
       expect((await migrateToLatest(db, schema)).applied).toEqual([]);
     } finally {
       await db.destroy();
@@ -138,6 +139,26 @@ describe('migrations', () => {
       } finally {
         await storage.disconnect();
       }
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('0007_schema_registry adds the registry table (fingerprint checked by the database) and rolls back', async () => {
+    const schema = `m_${randomBytes(4).toString('hex')}`;
+    const pool = new pg.Pool({ connectionString: database.connectionString });
+    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+    const client = await adminClient();
+    try {
+      await migrateToLatest(db, schema);
+      expect(await tablesOf(client, schema)).toContain('schema_registry');
+      const bad = await client
+        .query(`INSERT INTO "${schema}".schema_registry (event_type, version, fingerprint, schema) VALUES ('e', 1, 'md5:x', '{}')`)
+        .catch((e: { code?: string }) => e.code);
+      expect(bad).toBe('23514'); // check_violation
+      await migrateDown(db, schema);
+      expect(await tablesOf(client, schema)).not.toContain('schema_registry');
+      expect((await migrateToLatest(db, schema)).applied).toEqual(['0007_schema_registry']);
     } finally {
       await db.destroy();
     }

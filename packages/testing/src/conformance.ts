@@ -35,6 +35,7 @@ import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { describeCleanerConformance } from './conformance-cleaner.js';
 import { describeStreamConformance } from './conformance-streams.js';
+import { describeSchemaRegistryConformance } from './conformance-schema-registry.js';
 
 /** What a conformance factory returns: a new, empty store, and how to dispose of it. */
 export interface ConformanceStore {
@@ -1143,6 +1144,10 @@ export function describeLogStorageConformance(
 
     describeStreamConformance({ storage: () => storage, fcParams, propertyRuns });
     if (options.cleaner ?? true) describeCleanerConformance({ storage: () => storage });
+
+    // ---- schema registry (conformance-schema-registry.ts) -------------------------------------
+
+    describeSchemaRegistryConformance({ storage: () => storage });
 
     describe('properties', () => {
       let run = 0;

@@ -106,6 +106,7 @@ import {
   type StreamSlice,
 } from '@annals/core';
 import { InMemoryProjectionStore } from './in-memory-projection-store.js';
+import { InMemorySchemaRegistry } from './in-memory-schema-registry.js';
 import { InMemoryStreams, type StreamCounter } from './in-memory-streams.js';
 
 // ---- InMemoryDatabase ------------------------------------------------------------------------
@@ -966,6 +967,14 @@ export class InMemoryLogStorage<DB extends TableSchema = UntypedTables> implemen
    */
   get db(): InMemoryDatabase<DB> {
     return this.#options.database;
+  }
+
+  #schemaRegistry: InMemorySchemaRegistry | undefined;
+
+  /** The schema registry, in memory (see `in-memory-schema-registry.ts`). */
+  get schemaRegistry(): InMemorySchemaRegistry {
+    this.#schemaRegistry ??= new InMemorySchemaRegistry(() => this.now(), () => this.#connected);
+    return this.#schemaRegistry;
   }
 
   #projections: InMemoryProjectionStore<DB> | undefined;

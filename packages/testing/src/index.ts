@@ -14,4 +14,5 @@ export type { DeciderGiven, DeciderThen, DeciderWhen, ErrorExpectation } from '.
 export { event, eventOfVersion, given } from './given-when-then.js';
 export type { Expectation, Given, GivenEvent, Outcome, PublishedEvent, When, WhenOptions } from './given-when-then.js';
 export { InMemoryProjectionStore } from './in-memory-projection-store.js';
+export { InMemorySchemaRegistry } from './in-memory-schema-registry.js';
 export type { ConformanceOptions, ConformanceStore } from './conformance.js';

@@ -352,6 +352,12 @@ abstract class StreamOperations {
       records.push({ topic: topic.name, partition, record });
       data.push({ type: event.type, payload: encoded.payload } as EventData);
     });
+    // Stream appends are publishes too: each contract's version is registered (or verified) once
+    // per client before anything is written (SchemaVersionConflictError otherwise).
+    for (const contract of new Set(events.map((e) => topic.eventByType(e.type)!))) {
+      const registering = this.#ctx.schemas.ensure(contract, topic.name);
+      if (registering) await registering;
+    }
     return { records, data };
   }
 

@@ -4,7 +4,8 @@
  */
 import type { Codec } from '../codec/codec.js';
 import { msgpackCodec } from '../codec/msgpack-codec.js';
-import type { TopicContract } from '../contracts/topic.js';
+import { isTopicContract, type TopicContract } from '../contracts/topic.js';
+import type { EventContract } from '../contracts/event.js';
 import { InvalidOptionsError } from '../errors.js';
 import type { LogStorage, StoredRecord } from '../storage/log-storage.js';
 import { Admin } from './admin.js';
@@ -16,6 +17,7 @@ import { Consumer, type ConsumerInput } from './consumer.js';
 import { Producer, type ProducerInput } from './producer.js';
 import { PartitionReader, type ReaderInput } from './reader.js';
 import { resolveRetry, withRetry, type RetryInput } from './retry.js';
+import { SchemaRegistrations } from './schema-registrations.js';
 import { BufferedTransaction, type AnnalsTransaction } from './transaction.js';
 import { HandlerRuntime, type Projections, type Registrable, type RegisterOptions, type Registration } from '../framework/runtime.js';
 import { Aggregates } from '../aggregates/aggregates.js';
@@ -39,6 +41,14 @@ export interface AnnalsInput<TDb> {
    * (`annals cleaner run`). @default { enabled: true, intervalMs: 30000 }
    */
   readonly cleaner?: CleanerInput | false;
+  /**
+   * Register each event version in the store's schema registry the first time this client
+   * publishes it, and refuse to publish a version registered with another schema
+   * (`SchemaVersionConflictError`, nothing written). Checked once per contract per client.
+   * Turn off only where versions are registered by `annals schema push` in CI.
+   * @default true
+   */
+  readonly registerSchemas?: boolean;
 }
 
 /** Options of `annals.transaction(...)`. */
@@ -87,6 +97,10 @@ export class Annals<TDb = unknown> {
     }
     const codec = input.codec ?? msgpackCodec();
     const retry = resolveRetry(input.retry);
+    if (input.registerSchemas !== undefined && typeof input.registerSchemas !== 'boolean') {
+      throw new InvalidOptionsError('registerSchemas must be true or false.');
+    }
+    const storage = input.storage;
     this.#ctx = Object.freeze({
       clientId: input.clientId,
       storage: input.storage,
@@ -94,6 +108,7 @@ export class Annals<TDb = unknown> {
       codec,
       codecs: new CodecRegistry(codec),
       metadata: new MetadataCache(input.storage, metadataMaxAge),
+      schemas: new SchemaRegistrations(() => storage.schemaRegistry, input.clientId, input.registerSchemas ?? true, (fn) => withRetry(retry, fn)),
       ensureConnected: () => this.connect(),
     });
     const cleanerOptions = resolveCleanerOptions(input.cleaner);
@@ -221,6 +236,31 @@ export class Annals<TDb = unknown> {
   get aggregates(): Aggregates {
     this.#aggregates ??= new Aggregates(this.#ctx);
     return this.#aggregates;
+  }
+
+  /**
+   * Registers (or verifies) the latest version of each event these contracts carry, as a first
+   * publish would, and caches the result for this client: later publishes of them cost no round
+   * trip. Call it at start-up when the first publishes happen inside transactions, so a burst of
+   * transactions each holding a pooled connection does not wait for another one to register.
+   * Throws `SchemaVersionConflictError` when a version is registered with another schema.
+   * A no-op with `registerSchemas: false`.
+   *
+   * @example
+   * ```ts
+   * await annals.registerContracts([orders, payments]);
+   * ```
+   */
+  async registerContracts(contracts: ReadonlyArray<EventContract<string, any> | TopicContract>): Promise<void> {
+    await this.connect();
+    // One at a time: the first conflict is thrown and nothing after it is attempted.
+    for (const c of contracts) {
+      const events = isTopicContract(c) ? c.events.map((e) => [e, c.name] as const) : [[c, ''] as const];
+      for (const [event, topic] of events) {
+        const registering = this.#ctx.schemas.ensure(event, topic);
+        if (registering) await registering;
+      }
+    }
   }
 
   /** A reader of partitions assigned by hand, with `seek` (no consumer group). */

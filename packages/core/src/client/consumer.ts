@@ -25,6 +25,7 @@ import {
   InvalidOptionsError,
   NotConnectedError,
   OffsetOutOfRangeError,
+  UnknownSchemaVersionError,
 } from '../errors.js';
 import type {
   AppendRecord,
@@ -36,7 +37,7 @@ import type {
 import { partitionFor } from '../partitioner.js';
 import { assignPartitions, type AssignmentStrategy, type TopicPartition } from './assignors.js';
 import type { ClientContext } from './context.js';
-import { decodeEvent, type DecodedEvent } from './events.js';
+import { decodeEvent, UNKNOWN_VERSION_POLICIES, type DecodedEvent, type UnknownVersionPolicy } from './events.js';
 import { toKafkaMessage, type KafkaMessage } from './messages.js';
 import { groupByPartition, prepareEvent, prepareMessages, StickyPartitions, type PreparedRecord, type PublishOptions } from './prepare.js';
 import type { ProducerRecord } from './producer.js';
@@ -70,8 +71,15 @@ export interface ConsumerInput {
   readonly retry?: RetryInput;
   /** After the last attempt: stop the consumer, pause the partition, or dead-letter the record. @default 'stop' */
   readonly onFailure?: FailurePolicy;
-  /** The topic that `onFailure: 'dead-letter'` writes to. It must exist. */
+  /** The topic that `onFailure: 'dead-letter'` (and `onUnknownVersion: 'dead-letter'`) writes to. It must exist. */
   readonly deadLetterTopic?: string;
+  /**
+   * A typed record whose schema version is newer than the consumer's contract knows: `fail`
+   * (routed by `onFailure`), `dead-letter` (to `deadLetterTopic`, whatever `onFailure` says), or
+   * `read-as-latest-known` (for events whose compatibility mode is forward or full; otherwise
+   * as `fail`). See {@link UnknownVersionPolicy}. @default 'fail'
+   */
+  readonly onUnknownVersion?: UnknownVersionPolicy;
   /** Accepted for KafkaJS compatibility; ignored. */
   readonly rebalanceTimeout?: number;
   readonly allowAutoTopicCreation?: boolean;
@@ -90,6 +98,7 @@ interface ResolvedConsumerOptions {
   readonly retry: Retry;
   readonly onFailure: FailurePolicy;
   readonly deadLetterTopic: string | undefined;
+  readonly onUnknownVersion: UnknownVersionPolicy;
 }
 
 function positiveInt(name: string, value: number | undefined, fallback: number): number {
@@ -116,6 +125,13 @@ function resolveConsumerOptions(input: ConsumerInput): ResolvedConsumerOptions {
   if (onFailure === 'dead-letter' && !input.deadLetterTopic) {
     throw new InvalidOptionsError(`onFailure: 'dead-letter' needs deadLetterTopic (create the topic first with admin.createTopics).`);
   }
+  const onUnknownVersion = input.onUnknownVersion ?? 'fail';
+  if (!UNKNOWN_VERSION_POLICIES.includes(onUnknownVersion)) {
+    throw new InvalidOptionsError(`onUnknownVersion must be ${UNKNOWN_VERSION_POLICIES.map((p) => `'${p}'`).join(', ')}.`);
+  }
+  if (onUnknownVersion === 'dead-letter' && !input.deadLetterTopic) {
+    throw new InvalidOptionsError(`onUnknownVersion: 'dead-letter' needs deadLetterTopic (create the topic first with admin.createTopics).`);
+  }
   return Object.freeze({
     groupId: input.groupId,
     sessionTimeout,
@@ -128,6 +144,7 @@ function resolveConsumerOptions(input: ConsumerInput): ResolvedConsumerOptions {
     retry: resolveRetry({ retries: 5, initialRetryTime: 300, maxRetryTime: 30_000, ...input.retry }, 'consumer retry'),
     onFailure,
     deadLetterTopic: input.deadLetterTopic,
+    onUnknownVersion,
   });
 }
 
@@ -827,7 +844,7 @@ export class Consumer<TDb = unknown> {
             const contract = this.#subscriptionOf(state.topic)!.contract!;
             let event: DecodedEvent;
             try {
-              event = decodeEvent(contract, record, this.#ctx.codecs);
+              event = decodeEvent(contract, record, this.#ctx.codecs, { unknownVersion: this.#options.onUnknownVersion });
             } catch (error) {
               throw new UndecodableRecord(error);
             }
@@ -871,7 +888,10 @@ export class Consumer<TDb = unknown> {
     error: unknown,
     attempts: number,
   ): Promise<'done' | 'paused'> {
-    const policy = this.#options.onFailure;
+    // A record of a version newer than the contract knows goes where onUnknownVersion says; the
+    // dead-letter and pause/stop paths are the failure policy's own.
+    const policy =
+      error instanceof UnknownSchemaVersionError && this.#options.onUnknownVersion === 'dead-letter' ? 'dead-letter' : this.#options.onFailure;
     const where = `${state.topic}[${state.partition}]@${record.offset}`;
     if (policy === 'dead-letter') {
       const reason = error instanceof Error ? error.message : String(error);

@@ -7,7 +7,8 @@ import { jsonCodec } from '../codec/json-codec.js';
 import { msgpackCodec } from '../codec/msgpack-codec.js';
 import type { EventContract } from '../contracts/event.js';
 import type { TopicContract } from '../contracts/topic.js';
-import { CorruptRecordError, SchemaValidationError, UnknownEventTypeError } from '../errors.js';
+import { DEFAULT_COMPATIBILITY, directionsOf, type CompatibilityMode } from '../contracts/compatibility-mode.js';
+import { CorruptRecordError, SchemaValidationError, UnknownEventTypeError, UnknownSchemaVersionError } from '../errors.js';
 import type { StoredHeaders, StoredRecord } from '../storage/log-storage.js';
 
 /** Header names the typed layer sets on every record it writes. */
@@ -26,6 +27,38 @@ export interface DecodedEvent<P = unknown> {
   /** The payload, upcast to the contract's latest version and validated. */
   readonly payload: P;
   readonly contract: EventContract;
+  /**
+   * Set when the record's version was newer than the contract knows and it was read as the
+   * latest known version (`onUnknownVersion: 'read-as-latest-known'`): that version's number.
+   */
+  readonly readAsVersion?: number;
+}
+
+/**
+ * What a reader does with a stored event whose `schema-version` is newer than its contract knows
+ * (written by a service on a newer contract). It is never dropped silently:
+ * - `fail` — `UnknownSchemaVersionError`; a consumer routes it by its failure policy
+ *   (`onFailure`: stop, pause or dead-letter);
+ * - `dead-letter` — a consumer writes it to its `deadLetterTopic` and goes on, whatever `onFailure` says;
+ * - `read-as-latest-known` — parse it with the latest known version's schema (unknown fields are
+ *   stripped; it must still validate). Only for events whose compatibility mode is `forward` or
+ *   `full`, which promise that version n can read n+1's records; otherwise it is treated as `fail`
+ *   with an error that says so.
+ */
+export type UnknownVersionPolicy = 'fail' | 'dead-letter' | 'read-as-latest-known';
+
+/** Every {@link UnknownVersionPolicy}. */
+export const UNKNOWN_VERSION_POLICIES: readonly UnknownVersionPolicy[] = Object.freeze(['fail', 'dead-letter', 'read-as-latest-known']);
+
+/** Options of {@link decodeEvent}. */
+export interface DecodeOptions {
+  /** @default 'fail' */
+  readonly unknownVersion?: UnknownVersionPolicy;
+}
+
+/** The compatibility mode that applies to `event` on `topic`: the event's, else the topic's, else `backward`. */
+export function compatibilityOf(topic: TopicContract, event: EventContract): CompatibilityMode {
+  return event.compatibility ?? topic.compatibility ?? DEFAULT_COMPATIBILITY;
 }
 
 export function encodeEvent(
@@ -97,7 +130,7 @@ export class CodecRegistry {
  * Throws `UnknownEventTypeError`, `CorruptRecordError`, `UpcastError` or `SchemaValidationError`,
  * each with the record's topic, partition and offset.
  */
-export function decodeEvent(topic: TopicContract, record: StoredRecord, codecs: CodecRegistry): DecodedEvent {
+export function decodeEvent(topic: TopicContract, record: StoredRecord, codecs: CodecRegistry, options: DecodeOptions = {}): DecodedEvent {
   const where = { topic: record.topic, partition: record.partition, offset: record.offset.toString() };
   const type = headerText(record.headers, EVENT_TYPE_HEADER, record);
   if (type === undefined) {
@@ -129,8 +162,28 @@ export function decodeEvent(topic: TopicContract, record: StoredRecord, codecs: 
       eventType: type,
     });
   }
+  const latest = contract.latestVersion;
+  let readAs: number | undefined;
+  if (Number.isSafeInteger(version) && version > latest) {
+    const policy = options.unknownVersion ?? 'fail';
+    const mode = compatibilityOf(topic, contract);
+    if (policy === 'read-as-latest-known' && directionsOf(mode).forward) {
+      readAs = latest;
+    } else {
+      const why =
+        policy === 'read-as-latest-known'
+          ? ` It cannot be read as v${latest}: "${type}" is ${mode}-compatible, and only forward or full compatibility promises that v${latest} reads newer records.`
+          : '';
+      throw new UnknownSchemaVersionError(
+        `Record ${record.topic}[${record.partition}]@${record.offset} is "${type}" v${version}, newer than this contract knows (v1–v${latest}): it was published on a newer contract.${why} Deploy the newer contract here to read it.`,
+        latest,
+        { ...where, eventType: type, schemaVersion: version },
+      );
+    }
+  }
   try {
     const raw = codec.decode(record.value);
+    if (readAs !== undefined) return { type, storedVersion: version, payload: contract.upcast(readAs, raw), contract, readAsVersion: readAs };
     return { type, storedVersion: version, payload: contract.upcast(version, raw), contract };
   } catch (error) {
     if (error && typeof error === 'object') Object.assign(error, where);

@@ -122,6 +122,9 @@ export async function prepareEvent(
     );
   }
   const encoded = encodeEvent(event, payload, ctx.codec, topic.name);
+  // First publish of this contract by this client: register (or verify) its version; then cached.
+  const registering = ctx.schemas.ensure(event, topic.name);
+  if (registering) await registering;
   const meta = await ctx.metadata.get(topic.name);
   const rawKey = options.key !== undefined ? options.key : topic.keyOf(encoded.payload as never);
   const key = rawKey === undefined || rawKey === null ? null : toBytes(rawKey, `Key of "${event.type}"`);

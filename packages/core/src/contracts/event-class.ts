@@ -36,7 +36,7 @@ export function EventClass<const T extends string, const V extends VersionMap>(d
   const Event = function (this: object, payload: unknown) {
     Object.assign(this, contract.validate(payload));
   } as unknown as EventClassType<T, V>;
-  for (const key of ['kind', 'type', 'latestVersion', 'versions', 'schema', 'validate', 'upcast'] as const) {
+  for (const key of ['kind', 'type', 'latestVersion', 'versions', 'compatibility', 'hasUpcaster', 'schema', 'validate', 'upcast'] as const) {
     Object.defineProperty(Event, key, { value: contract[key], enumerable: true });
   }
   Object.defineProperty(Event, 'name', { value: `EventClass(${contract.type})` });

@@ -10,6 +10,7 @@
  */
 import type { z } from 'zod';
 import { InvalidOptionsError, SchemaValidationError, UpcastError, type SchemaIssue } from '../errors.js';
+import { validateCompatibility, type CompatibilityMode } from './compatibility-mode.js';
 
 /** Any zod schema. */
 export type AnySchema = z.ZodType;
@@ -47,6 +48,12 @@ export interface EventDefinitionInput<T extends string, V extends VersionMap> {
   readonly versions: V;
   /** One upcaster per version except the latest, each to the following version. */
   readonly upcast?: NoInfer<Upcasters<V>>;
+  /**
+   * Which changes between consecutive versions the schema gate accepts (`checkContracts`), and
+   * whether older consumers may read newer versions as their latest (`forward`, `full`).
+   * @default the mode of the topics carrying the event, else 'backward'
+   */
+  readonly compatibility?: CompatibilityMode;
 }
 
 /**
@@ -64,6 +71,10 @@ export interface EventContract<T extends string = string, V extends VersionMap =
   readonly latestVersion: LatestVersion<V> & number;
   /** Version numbers in ascending order. */
   readonly versions: readonly number[];
+  /** The compatibility mode declared on the event, if any (else the topic's, else `backward`). */
+  readonly compatibility: CompatibilityMode | undefined;
+  /** True when `version` has an upcaster to the next version. */
+  hasUpcaster(version: number): boolean;
   /** The schema of one version. */
   schema(version: number): AnySchema | undefined;
   /**
@@ -157,6 +168,7 @@ export function defineEvent<const T extends string, const V extends VersionMap>(
       );
     }
   }
+  const compatibility = validateCompatibility(definition.compatibility, `Event "${type}"`);
   const schemaOf = (v: number): AnySchema => (versions as Record<number, AnySchema>)[v] as AnySchema;
 
   function parseAs(version: number, payload: unknown, phase: 'publish' | 'read'): unknown {
@@ -177,6 +189,8 @@ export function defineEvent<const T extends string, const V extends VersionMap>(
     type,
     latestVersion: latest as LatestVersion<V> & number,
     versions: Object.freeze(keys),
+    compatibility,
+    hasUpcaster: (version) => typeof upcasters[version] === 'function' && version >= 1 && version < latest,
     schema: (version) => (versions as Record<number, AnySchema>)[version],
     validate: (payload) => parseAs(latest, payload, 'publish') as never,
     upcast(version, payload) {

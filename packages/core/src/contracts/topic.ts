@@ -3,6 +3,7 @@ import type { EventContract, EventOf } from './event.js';
 import { isEventContract } from './event.js';
 import { resolveTopicConfig, type TopicConfig, type TopicConfigInput } from './topic-config.js';
 import { validateTopicName } from './topic-name.js';
+import { validateCompatibility, type CompatibilityMode } from './compatibility-mode.js';
 
 /** A record key as the typed layer produces it. `null`/`undefined` spreads records over partitions. */
 export type KeyValue = string | Uint8Array | null | undefined;
@@ -18,6 +19,11 @@ export interface TopicDefinitionInput<E extends readonly EventContract<string, a
   readonly key?: (event: EventOf<E[number]>) => KeyValue;
   /** Kafka topic config keys (`retention.ms`, `cleanup.policy`, …). */
   readonly config?: TopicConfigInput;
+  /**
+   * Compatibility mode of the events this topic carries (an event's own `compatibility` wins).
+   * @default 'backward'
+   */
+  readonly compatibility?: CompatibilityMode;
 }
 
 /** A typed topic contract. Made by {@link defineTopic}. */
@@ -27,6 +33,8 @@ export interface TopicContract<E extends readonly EventContract<string, any>[] =
   readonly partitions: number;
   readonly events: E;
   readonly config: TopicConfig;
+  /** The compatibility mode declared on the topic, if any. */
+  readonly compatibility: CompatibilityMode | undefined;
   /** The key of an event payload (undefined when the topic has no key function). */
   keyOf(event: EventOf<E[number]>): KeyValue;
   /** The contract of an event type carried by this topic, or undefined. */
@@ -78,12 +86,14 @@ export function defineTopic<const E extends readonly EventContract<string, any>[
   }
   const config = resolveTopicConfig(definition.config, undefined, definition.name);
   const key = definition.key;
+  const compatibility = validateCompatibility(definition.compatibility, `Topic "${definition.name}"`);
   return Object.freeze({
     kind: 'annals.topic' as const,
     name: definition.name,
     partitions,
     events: definition.events,
     config,
+    compatibility,
     keyOf: (event: EventOf<E[number]>) => (key ? key(event) : undefined),
     eventByType: (type: string) => byType.get(type),
   });

@@ -1,6 +1,6 @@
 /** Records as the handler layer sees them: event type, decoded event, metadata. Internal. */
 import type { ClientContext } from '../client/context.js';
-import { decodeEvent, EVENT_TYPE_HEADER, type DecodedEvent } from '../client/events.js';
+import { decodeEvent, EVENT_TYPE_HEADER, type DecodedEvent, type DecodeOptions } from '../client/events.js';
 import type { KafkaMessage } from '../client/messages.js';
 import type { TopicContract } from '../contracts/topic.js';
 import type { StoredHeaders, StoredRecord } from '../storage/log-storage.js';
@@ -49,8 +49,8 @@ export function metadataOf(record: StoredRecord, event: DecodedEvent): EventMeta
   };
 }
 
-export function decode<TDb>(ctx: ClientContext<TDb>, topic: TopicContract, record: StoredRecord): DecodedEvent {
-  return decodeEvent(topic, record, ctx.codecs);
+export function decode<TDb>(ctx: ClientContext<TDb>, topic: TopicContract, record: StoredRecord, options: DecodeOptions = {}): DecodedEvent {
+  return decodeEvent(topic, record, ctx.codecs, options);
 }
 
 /** The topics' contracts by name. */

@@ -127,7 +127,8 @@ export class SubscriberRunner<TDb> {
     }
     let event;
     try {
-      event = decode(this.#ctx, this.#topics.get(payload.topic)!, record);
+      // onUnknownVersion: read-as-latest-known happens here; fail / dead-letter are routed by the consumer.
+      event = decode(this.#ctx, this.#topics.get(payload.topic)!, record, { unknownVersion: this.definition.consumer.onUnknownVersion });
     } catch (error) {
       throw new UndecodableRecord(error);
     }

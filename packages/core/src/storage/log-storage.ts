@@ -17,6 +17,7 @@
 import type { TopicConfig } from '../contracts/topic-config.js';
 import type { CleanerStorage } from './cleaner-storage.js';
 import type { ProjectionStore } from './projection-storage.js';
+import type { SchemaRegistryStorage } from './schema-registry.js';
 import type { StreamStorage, StreamTransaction } from './stream-storage.js';
 
 /** Record headers as stored: header name → bytes. */
@@ -200,6 +201,8 @@ export interface LogStorage<TDb = unknown> extends GroupStorage, StreamStorage {
   readonly projections?: ProjectionStore<TDb>;
   /** Retention and compaction (see `cleaner-storage.ts`); absent on stores that never clean. */
   readonly cleaner?: CleanerStorage;
+  /** The schema registry: event types' versions, their JSON Schemas and fingerprints (see `schema-registry.ts`). */
+  readonly schemaRegistry: SchemaRegistryStorage;
 }
 
 // ---- consumer groups ---------------------------------------------------------------------------
