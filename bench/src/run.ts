@@ -12,6 +12,7 @@
  * - BENCH_BATCH_CALLS, BENCH_SINGLE_MS, BENCH_BACKLOG, BENCH_LATENCY_MS: override sizes
  * - BENCH_REBUILD_EVENTS, BENCH_REBUILD_ROUNDS: the projection rebuild (projection-rebuild.ts; 0 events skips it)
  * - BENCH_AGG_EVENTS, BENCH_AGG_ROUNDS, BENCH_AGG_MS: the aggregates scenario (aggregates.ts; 0 events skips it)
+ * - BENCH_RAW_STREAM_INDEX=0: the raw table without the stream index Annals' records table carries (default: equally indexed)
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -35,6 +36,7 @@ import {
   quoteIdent,
   rawClient,
   rawTableDdl,
+  RAW_STREAM_INDEX,
   RawWriter,
   sleep,
   type BenchMessage,
@@ -598,7 +600,7 @@ function report(s: BenchSettings, server: Server, facts: ServerFacts, startedAt:
       .join(', ')}`,
   );
   lines.push(
-    `Events: text keys (~10k distinct), ${settings.partitions} partitions keyed with murmur2, ${200}-byte values, no headers. Raw baseline table: same columns and primary key (topic, partition, offset) as the Annals records table, offsets assigned by the client, no head row.`,
+    `Events: text keys (~10k distinct), ${settings.partitions} partitions keyed with murmur2, ${200}-byte values, no headers. Raw baseline table: same columns and primary key (topic, partition, offset) as the Annals records table${RAW_STREAM_INDEX ? ', and the same partial stream index (topic, partition, key, offset) WHERE key IS NOT NULL' : ', WITHOUT the stream index the Annals table has (BENCH_RAW_STREAM_INDEX=0)'}, offsets assigned by the client, no head row.`,
   );
   lines.push('');
   lines.push('Figures are medians over the rounds; the ratio is Annals ÷ raw per round, then the median (range in brackets).');
@@ -735,7 +737,7 @@ async function main(): Promise<void> {
     await annals.admin().createTopics({
       topics: Object.values(TOPIC).map((topic) => ({ topic, numPartitions: s.partitions })),
     });
-    await admin.query(rawTableDdl(rawTable));
+    for (const ddl of rawTableDdl(rawTable)) await admin.query(ddl);
 
     const producer = annals.producer();
     await producer.connect();
