@@ -189,15 +189,13 @@ SELECT topic, partition, base::text AS base FROM heads`;
  * Wakes the watchers of the given partitions (`topic/partition` payloads): one statement for any
  * number of them, sent after the commit of the appends it announces. A transaction that NOTIFYs
  * holds PostgreSQL's database-wide notify lock from its pre-commit until its commit record is
- * flushed, so appends that notified inside their own transaction committed one fsync at a time;
- * this statement writes nothing durable, so it commits asynchronously (`synchronous_commit` off
- * for itself only) and holds that lock for microseconds. Its text is what the tests look for.
+ * flushed, so appends that notified inside their own transaction committed one fsync at a time.
+ * This statement writes no WAL before its commit record, so PostgreSQL commits it without waiting
+ * for a flush (`RecordTransactionCommit`: no WAL written, no synchronous commit) and the lock is
+ * held for microseconds.
  */
 export function notifyStatement(t: Tables, partitions: readonly string[]): Statement {
-  return {
-    text: `SELECT count(pg_notify($1, p)) AS n FROM unnest($2::text[]) p WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL`,
-    values: [t.channel, partitions],
-  };
+  return { text: `SELECT count(pg_notify($1, p)) AS n FROM unnest($2::text[]) p`, values: [t.channel, partitions] };
 }
 
 /** Locks the head rows of the given partitions in (topic, partition) order; returns the ones that exist. */
