@@ -224,6 +224,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     if (!connecting) return;
     this.#connecting = undefined;
     await connecting.catch(() => {});
+    // Wake-ups of appends already committed go out before the pool closes.
+    await this.#waking;
     const listener = this.#listener;
     this.#listener = undefined;
     await listener?.close();
