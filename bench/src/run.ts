@@ -15,6 +15,7 @@
  * - BENCH_RETENTION_RECORDS, BENCH_RETENTION_ROUNDS, BENCH_RETENTION_RATE, BENCH_RETENTION_BASE_MS,
  *   BENCH_RETENTION_PARTITIONS, BENCH_RETENTION_SEGMENT, BENCH_RETENTION_CHUNK: retention under load
  *   (retention.ts; 0 records skips it)
+ * - BENCH_RAW_STREAM_INDEX=0: the raw table without the stream index Annals' records table carries (default: equally indexed)
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -38,6 +39,7 @@ import {
   quoteIdent,
   rawClient,
   rawTableDdl,
+  RAW_STREAM_INDEX,
   RawWriter,
   sleep,
   type BenchMessage,
@@ -602,7 +604,7 @@ function report(s: BenchSettings, server: Server, facts: ServerFacts, startedAt:
       .join(', ')}`,
   );
   lines.push(
-    `Events: text keys (~10k distinct), ${settings.partitions} partitions keyed with murmur2, ${200}-byte values, no headers. Raw baseline table: same columns and primary key (topic, partition, offset) as the Annals records table, offsets assigned by the client, no head row.`,
+    `Events: text keys (~10k distinct), ${settings.partitions} partitions keyed with murmur2, ${200}-byte values, no headers. Raw baseline table: same columns and primary key (topic, partition, offset) as the Annals records table${RAW_STREAM_INDEX ? ', and the same partial stream index (topic, partition, key, offset) WHERE key IS NOT NULL' : ', WITHOUT the stream index the Annals table has (BENCH_RAW_STREAM_INDEX=0)'}, offsets assigned by the client, no head row.`,
   );
   lines.push('');
   lines.push('Figures are medians over the rounds; the ratio is Annals ÷ raw per round, then the median (range in brackets).');
@@ -677,7 +679,7 @@ function report(s: BenchSettings, server: Server, facts: ServerFacts, startedAt:
       `- (a) ${s.batchCalls} × \`producer.send\` of ${s.batchSize} keyed messages (one 6-partition statement each) vs ${s.batchCalls} multi-row INSERTs of ${s.batchSize} rows (topic as one parameter, partition/offset literals, key and value parameters, \`now()\`), autocommit, one connection.`,
       `- (b) closed loops for ${s.singleMs} ms per side: each sender awaits its send before the next. "8 senders" share one producer (its sends coalesce into one append per round trip) vs 8 pg clients in the same process; "8 processes" are 8 forked workers (bench/dist/worker.js), each with its own Annals client and its own raw connection, started together.`,
       `- (c) ${s.backlog.toLocaleString('en-US')} records over ${s.partitions} partitions loaded once on each side, then VACUUM ANALYZE; each round reads all of them partition by partition with ${s.fetchSize}-record fetches (annals.fetch), and again with a reader (annals.reader(), eachBatch); raw: \`SELECT "offset", "timestamp", key, value, headers … WHERE topic=$1 AND partition=$2 AND "offset" >= $3 ORDER BY "offset" LIMIT ${s.fetchSize}\` on one connection.`,
-      `- Two Annals LISTEN sessions (one per Annals client, opened by the first readers) stay connected for the whole run, as a deployment with running consumers would have: every Annals append's NOTIFY wakes them. The raw inserts notify nobody.`,
+      `- Two Annals LISTEN sessions (one per Annals client, opened by the first readers) stay connected for the whole run, as a deployment with running consumers would have: every Annals append's wake-up (a NOTIFY sent after its commit) reaches them. The raw inserts notify nobody.`,
       `- (d) ${s.latencyRate} single sends per second for ${s.latencyMs} ms (not awaited, so concurrent sends coalesce) while a reader of a second Annals client reads all ${s.partitions} partitions with eachMessage and LISTEN/NOTIFY wake-ups; latency = receive time − time just before \`send\`. Raw: \`SELECT pg_notify(…)\` at the same rate for ${s.notifyMs} ms on one connection, received on another.`,
     ].join('\n'),
   );
@@ -739,7 +741,7 @@ async function main(): Promise<void> {
     await annals.admin().createTopics({
       topics: Object.values(TOPIC).map((topic) => ({ topic, numPartitions: s.partitions })),
     });
-    await admin.query(rawTableDdl(rawTable));
+    for (const ddl of rawTableDdl(rawTable)) await admin.query(ddl);
 
     const producer = annals.producer();
     await producer.connect();

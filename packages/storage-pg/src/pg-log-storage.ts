@@ -69,7 +69,7 @@ import { PgProjectionStore } from './pg-projection-store.js';
 import { acquirePgCleaner } from './pg-cleaner.js';
 import * as plans from './plans.js';
 import { createHash } from 'node:crypto';
-import { notifyStatement, readStreamStatement, saveSnapshotStatement, deleteSnapshotsStatement, streamAppendStatement, streamTables, type StreamAppendRow, type StreamReadRow, type StreamTables } from './plans-aggregates.js';
+import { readStreamStatement, saveSnapshotStatement, deleteSnapshotsStatement, streamAppendStatement, streamTables, type StreamAppendRow, type StreamReadRow, type StreamTables } from './plans-aggregates.js';
 import { interpretStreamAppend, interpretStreamRead, prepareStreamAppend } from './pg-streams.js';
 import {
   commitOffsetsStatement,
@@ -137,12 +137,7 @@ function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
 
 const guardedClients = new WeakSet<pg.PoolClient>();
 
-interface AppendRow {
-  topic: string;
-  partition: number;
-  base: string;
-  segment_needed: boolean | null;
-}
+type AppendRow = plans.AppendResultRow;
 
 /** "no partition of relation … found for row": an append reached offsets with no segment yet. */
 function isMissingSegment(error: unknown): boolean {
@@ -244,6 +239,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     if (!connecting) return;
     this.#connecting = undefined;
     await connecting.catch(() => {});
+    // Wake-ups of appends already committed go out before the pool closes.
+    await this.#waking;
     const listener = this.#listener;
     this.#listener = undefined;
     await listener?.close();
@@ -328,6 +325,12 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
         for (const st of rest) await client.query(st.text, st.values);
       }
     });
+    // The new partitions have segments [0, 2 × size): the next one is due once the log end passes size.
+    for (const spec of specs) this.#seedSegmentMarks(spec.name, 0, spec.partitions, spec.config['segment.records']);
+  }
+
+  #seedSegmentMarks(topic: string, from: number, to: number, size: number): void {
+    for (let p = from; p < to; p++) this.#segmentAheadAt.set(`${topic}\u0000${p}`, BigInt(size));
   }
 
   async deleteTopics(names: readonly string[]): Promise<void> {
@@ -341,6 +344,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       }
       for (const st of plans.deleteTopicStatements(this.#tables, names, found.rows.map((r) => r.table_name))) await client.query(st.text, st.values);
     });
+    const gone = new Set(names);
+    for (const k of this.#segmentAheadAt.keys()) if (gone.has(k.slice(0, k.indexOf('\u0000')))) this.#segmentAheadAt.delete(k);
   }
 
   async createPartitions(topic: string, count: number): Promise<void> {
@@ -359,7 +364,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       const size = this.#storedConfig(rows[0]!.config, topic)['segment.records'];
       const ensure = plans.ensureSegmentsStatement(this.#tables, topic, current, count, 0n, size);
       await client.query(ensure.text, ensure.values);
-    });
+      return { current, size };
+    }).then(({ current, size }) => this.#seedSegmentMarks(topic, current, count, size));
   }
 
   async listTopics(): Promise<string[]> {
@@ -446,25 +452,29 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     const rows = appends.reduce((n, a) => n + a.records.length, 0);
     const simple = options.producerId === undefined && options.fence === undefined && (options.acks ?? -1) === -1 && rows <= MAX_ROWS_PER_STATEMENT;
     if (!simple) {
-      return this.#inTransaction((client) => this.appendOn(client, appends, options), { acks: options.acks ?? -1 });
+      const results = await this.#inTransaction((client) => this.appendOn(client, appends, options), { acks: options.acks ?? -1 });
+      this.wakeAfterCommit(appends);
+      return results;
     }
     // One autocommitted statement: one round trip. A connection lost meanwhile leaves the outcome unknown.
-    const statement = plans.appendStatement(this.#tables, groupsOf(appends));
+    const query = this.#appendQuery(groupsOf(appends));
     let client: pg.PoolClient | undefined;
     let broken: unknown;
     try {
       client = await this.#client();
       let result: pg.QueryResult<AppendRow>;
       try {
-        result = await client.query<AppendRow>(statement.text, statement.values);
+        result = await client.query<AppendRow>(query);
       } catch (error) {
         if (!isMissingSegment(error)) throw error;
         // A burst outran the segment kept ahead: create it (own transaction), then append again.
         await this.#ensureAhead(appends);
-        result = await client.query<AppendRow>(statement.text, statement.values);
+        result = await client.query<AppendRow>(query);
       }
-      this.#scheduleAhead(result.rows);
-      return resultsOf(appends, result.rows);
+      const results = resultsOf(appends, result.rows);
+      this.wakeAfterCommit(appends);
+      this.#checkSegments(appends, results);
+      return results;
     } catch (error) {
       if (!client) throw error;
       if (isConnectionFailure(error)) broken = error;
@@ -520,22 +530,23 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     let size = 0;
     const flush = async () => {
       if (chunk.length === 0) return;
-      const statement = plans.appendStatement(this.#tables, groupsOf(chunk));
+      const query = this.#appendQuery(groupsOf(chunk));
       // Under a savepoint: if a burst outran the segment kept ahead, only this statement rolls
       // back; the segment is created in its own transaction and the statement runs again.
       await client.query('SAVEPOINT annals_append');
       let rows: AppendRow[];
       try {
-        rows = (await client.query<AppendRow>(statement.text, statement.values)).rows;
+        rows = (await client.query<AppendRow>(query)).rows;
       } catch (error) {
         if (!isMissingSegment(error)) throw error;
         await client.query('ROLLBACK TO SAVEPOINT annals_append');
         await this.#ensureAhead(chunk);
-        rows = (await client.query<AppendRow>(statement.text, statement.values)).rows;
+        rows = (await client.query<AppendRow>(query)).rows;
       }
       await client.query('RELEASE SAVEPOINT annals_append');
-      this.#scheduleAhead(rows);
-      for (const r of resultsOf(chunk, rows)) {
+      const written = resultsOf(chunk, rows);
+      this.#checkSegments(chunk, written);
+      for (const r of written) {
         const k = `${r.topic}\u0000${r.partition}`;
         if (!bases.has(k)) bases.set(k, r.baseOffset);
       }
@@ -631,32 +642,70 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     return new PgDeferredTransaction<DB>(this, options);
   }
 
-  /** Creates the segments the appends need now (each in its own transaction). */
-  async #ensureAhead(appends: ReadonlyArray<{ topic: string; partition: number }>): Promise<void> {
+  /** Creates the segments the appends need now, past their records (each in its own transaction). */
+  async #ensureAhead(appends: ReadonlyArray<{ topic: string; partition: number; records?: readonly unknown[]; n?: number }>): Promise<void> {
     const seen = new Set<string>();
     for (const a of appends) {
       const k = `${a.topic}\u0000${a.partition}`;
       if (seen.has(k)) continue;
       seen.add(k);
-      await this.#query(plans.ensureAheadStatement(this.#tables, a.topic, a.partition));
+      this.#segmentAheadAt.delete(k);
+      await this.#query(plans.ensureAheadStatement(this.#tables, a.topic, a.partition, a.records?.length ?? a.n ?? 0));
     }
   }
 
+  /**
+   * An append's statement, always prepared: a small append to one partition as
+   * `appendOneStatement` (its text depends only on the record count), anything else as
+   * `appendStatement` (one text for every shape).
+   */
+  #appendQuery(groups: readonly plans.AppendGroup[]): pg.QueryConfig {
+    const only = groups.length === 1 ? groups[0]! : undefined;
+    if (only && only.rows.length <= plans.SMALL_APPEND_ROWS) return this.#prepared(plans.appendOneStatement(this.#tables, only), true);
+    return this.#prepared(plans.appendStatement(this.#tables, groups), true);
+  }
+
+  /**
+   * Per partition, the log end past which it needs its next segment ahead (see
+   * `segmentAheadAtStatement`). Cached, so appends never query `segments`: a partition not in the
+   * cache (first append from this process) or past its mark gets `#scheduleAhead`. A stale entry
+   * (topic re-created, segments changed by another process) costs nothing worse than an append
+   * outrunning its segments, which the append path handles (`isMissingSegment`: create, retry).
+   */
+  readonly #segmentAheadAt = new Map<string, bigint>();
   readonly #aheadPending = new Set<string>();
 
-  /** In the background, keeps one empty segment ahead of partitions that entered their last one. */
-  #scheduleAhead(rows: readonly AppendRow[]): void {
-    for (const r of rows) {
-      if (!r.segment_needed) continue;
-      const k = `${r.topic}\u0000${r.partition}`;
-      if (this.#aheadPending.has(k)) continue;
-      this.#aheadPending.add(k);
-      void this.#query(plans.ensureAheadStatement(this.#tables, r.topic, r.partition))
-        .catch(() => {
-          // The append path creates the segment itself if it is still missing when needed.
-        })
-        .finally(() => this.#aheadPending.delete(k));
-    }
+  /** After an append: schedules the next segment of every partition whose new log end passed its mark. */
+  #checkSegments(appends: ReadonlyArray<{ topic: string; partition: number; records: readonly unknown[] }>, results: readonly PartitionAppendResult[]): void {
+    results.forEach((r, i) => {
+      const end = r.baseOffset + BigInt(appends[i]!.records.length);
+      this.#checkSegment(r.topic, r.partition, end);
+    });
+  }
+
+  #checkSegment(topic: string, partition: number, end: bigint): void {
+    const k = `${topic}\u0000${partition}`;
+    const at = this.#segmentAheadAt.get(k);
+    if (at !== undefined && end <= at) return;
+    this.#scheduleAhead(topic, partition, k);
+  }
+
+  /** In the background, keeps one empty segment ahead of a partition that entered its last one, and refreshes its mark. */
+  #scheduleAhead(topic: string, partition: number, k: string): void {
+    if (this.#aheadPending.has(k)) return;
+    this.#aheadPending.add(k);
+    void (async () => {
+      await this.#query(plans.ensureAheadStatement(this.#tables, topic, partition));
+      const { rows } = await this.#query<{ ahead_at: string | null }>(plans.segmentAheadAtStatement(this.#tables, topic, partition));
+      const at = rows[0]?.ahead_at;
+      if (at === null || at === undefined) this.#segmentAheadAt.delete(k);
+      else this.#segmentAheadAt.set(k, toBigInt(at));
+    })()
+      .catch(() => {
+        // The append path creates the segment itself if it is still missing when needed.
+        this.#segmentAheadAt.delete(k);
+      })
+      .finally(() => this.#aheadPending.delete(k));
   }
 
   /** @internal A pooled client with its error event guarded. */
@@ -697,17 +746,19 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     return this.#streamTablesCache;
   }
 
-  /** Names of the stream statements sent prepared (bounded: each is prepared once per connection). */
+  /** Names of the statements sent prepared (bounded: each is prepared once per connection). */
   readonly #preparedNames = new Map<string, string>();
 
   /**
    * A small stream statement goes as a named (prepared) statement: planning it over the
    * partitioned records table costs several times executing it (measured: ~5 ms unnamed vs ~1 ms
    * prepared per autocommitted append). At most 64 shapes are prepared; others go unnamed.
+   * `fixed` statements (the append and wake-up statements: a handful of texts in all) are always
+   * prepared.
    */
-  #prepared(statement: plans.Statement): pg.QueryConfig {
+  #prepared(statement: plans.Statement, fixed = false): pg.QueryConfig {
     let name = this.#preparedNames.get(statement.text);
-    if (name === undefined && this.#preparedNames.size < 64) {
+    if (name === undefined && (fixed || this.#preparedNames.size < 64)) {
       name = `annals_${createHash('sha1').update(statement.text).digest('hex').slice(0, 24)}`;
       this.#preparedNames.set(statement.text, name);
     }
@@ -718,25 +769,34 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
   #waking: Promise<void> | undefined;
 
   /**
-   * Wakes the watchers of partitions that an autocommitted stream append wrote, after its commit.
+   * @internal Wakes the watchers of partitions that an append wrote, once its commit is
+   * acknowledged: every append path calls it after its COMMIT (autocommitted appends after their
+   * statement, transactions after `COMMIT`), none NOTIFYs inside its own transaction.
    * A transaction that NOTIFYs holds PostgreSQL's database-wide notify lock from its pre-commit
    * until its commit record is flushed, so concurrent notifying appends commit one fsync at a time
    * (measured: 3.4× fewer commits per second with 8 writers). Sent afterwards — coalesced, one
-   * statement for every partition pending, never awaited by the appender — the append commits
-   * without it. If the process dies in between, watchers miss this wake-up and find the records
-   * at their next poll (`maxWaitTimeInMs`), as after a lost LISTEN connection.
+   * statement for every partition pending while the previous one is in flight, never awaited by
+   * the appender — the append commits without it. The wake-up is sent only after the commit, so
+   * a woken reader always finds the records. If the process dies in between (or the statement
+   * fails), watchers miss this wake-up and find the records at their next poll
+   * (`maxWaitTimeInMs`), as after a lost LISTEN connection.
    */
-  #wakeAfterCommit(heads: ReadonlyArray<{ topic: string; partition: number }>): void {
-    for (const h of heads) this.#wakeups.add(`${h.topic}/${h.partition}`);
+  wakeAfterCommit(heads: ReadonlyArray<{ topic: string; partition: number; records?: readonly unknown[] }>): void {
+    for (const h of heads) if (h.records === undefined || h.records.length > 0) this.#wakeups.add(`${h.topic}/${h.partition}`);
+    if (this.#wakeups.size === 0 || !this.#pool) return;
     this.#waking ??= (async () => {
       while (this.#wakeups.size > 0) {
         const pending = [...this.#wakeups];
         this.#wakeups.clear();
-        await this.#query(notifyStatement(this.#tables, pending)).catch(() => {});
+        try {
+          await this.pool.query(this.#prepared(plans.notifyStatement(this.#tables, pending), true));
+        } catch {
+          // Lost wake-ups cost watchers one poll interval (see above).
+        }
       }
     })().finally(() => {
       this.#waking = undefined;
-      if (this.#wakeups.size > 0) this.#wakeAfterCommit([]);
+      if (this.#wakeups.size > 0) this.wakeAfterCommit([]);
     });
   }
 
@@ -774,15 +834,18 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       if (row) {
         const versions = interpretStreamAppend(row, streams, prepared);
         if (versions !== 'stale') {
-          this.#wakeAfterCommit(appends.filter((a) => a.records.length > 0));
-          this.#scheduleAhead(row.heads ?? []);
-          return { appends: resultsOf(appends, row.heads ?? []), streams: versions };
+          const results = resultsOf(appends, row.heads ?? []);
+          this.wakeAfterCommit(appends);
+          this.#checkSegments(appends, results);
+          return { appends: results, streams: versions };
         }
       } else {
         await this.#ensureAhead(prepared.heads);
       }
     }
-    return this.#inTransaction((client) => this.appendToStreamsOn(client, appends, streams), { acks: options.acks ?? -1 });
+    const result = await this.#inTransaction((client) => this.appendToStreamsOn(client, appends, streams), { acks: options.acks ?? -1 });
+    this.wakeAfterCommit(appends);
+    return result;
   }
 
   /** @internal Expected-version appends on a client inside a transaction. */
@@ -793,7 +856,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     // Large appends: check (and lock) here, then write through the chunked append path.
     const combined = prepared.rows <= MAX_ROWS_PER_STATEMENT;
     const heads = combined ? prepared.heads : prepared.heads.map((h) => ({ ...h, n: 0 }));
-    const statement = streamAppendStatement(this.#tables, this.#streamTables, heads, combined ? groups : [], prepared.checks);
+    // No NOTIFY inside: whoever commits the transaction wakes the watchers afterwards.
+    const statement = streamAppendStatement(this.#tables, this.#streamTables, heads, combined ? groups : [], prepared.checks, { notify: false });
     // The first run takes the head locks; a second one (after a stale snapshot) sees everything.
     for (let run = 0; run < 2; run++) {
       let row: StreamAppendRow;
@@ -805,8 +869,9 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       const versions = interpretStreamAppend(row, streams, prepared);
       if (versions === 'stale') continue;
       if (combined) {
-        this.#scheduleAhead(row.heads ?? []);
-        return { appends: resultsOf(appends, row.heads ?? []), streams: versions };
+        const results = resultsOf(appends, row.heads ?? []);
+        this.#checkSegments(appends, results);
+        return { appends: results, streams: versions };
       }
       const written = await this.appendOn(client, appends);
       const expected = resultsOf(appends, row.heads ?? []);
@@ -1178,6 +1243,8 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
   #db: Kysely<DB> | undefined;
   #ended = false;
   #savepoints = 0;
+  /** Partitions this transaction appended to: their watchers are woken after COMMIT (a spurious wake-up after a rolled-back savepoint is harmless). */
+  readonly #appended: PartitionAppend[] = [];
 
   constructor(storage: PgLogStorage<DB>, options: StorageTransactionOptions) {
     this.#storage = storage;
@@ -1229,7 +1296,9 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
 
   async append(appends: readonly PartitionAppend[], options?: AppendOptions): Promise<PartitionAppendResult[]> {
     if (appends.length === 0) return [];
-    return this.#storage.appendOn(await this.#ensure(), appends, options);
+    const client = await this.#ensure();
+    this.#appended.push(...appends);
+    return this.#storage.appendOn(client, appends, options);
   }
 
   async commitOffsets(groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void> {
@@ -1239,7 +1308,9 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
 
   async appendToStreams(appends: readonly PartitionAppend[], streams: readonly StreamExpectation[]): Promise<StreamAppendResult> {
     if (appends.length === 0 && streams.length === 0) return { appends: [], streams: [] };
-    return this.#storage.appendToStreamsOn(await this.#ensure(), appends, streams);
+    const client = await this.#ensure();
+    this.#appended.push(...appends);
+    return this.#storage.appendToStreamsOn(client, appends, streams);
   }
 
   async readStream(topic: string, partition: number, key: Uint8Array, options?: StreamReadOptions): Promise<StreamSlice> {
@@ -1309,6 +1380,7 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
     } finally {
       client.release(broken instanceof Error ? broken : broken ? true : undefined);
     }
+    this.#storage.wakeAfterCommit(this.#appended);
   }
 
   async rollback(): Promise<void> {

@@ -78,7 +78,7 @@ export interface StreamAppendRow {
     retentionBytes: string | null;
   }> | null;
   /** Every locked head: its base offset (the locked log end when it appended nothing). */
-  readonly heads: Array<{ topic: string; partition: number; base: string; segment_needed: boolean | null }> | null;
+  readonly heads: Array<{ topic: string; partition: number; base: string }> | null;
 }
 
 /**
@@ -175,7 +175,7 @@ go AS MATERIALIZED (
 heads AS (
   UPDATE ${t.partitions} p SET next_offset = p.next_offset + i.n
   FROM input i WHERE (SELECT ok FROM go) AND i.n > 0 AND p.topic = i.topic AND p.partition = i.partition
-  RETURNING p.topic, p.partition, p.next_offset - i.n AS base, p.next_offset AS end_offset
+  RETURNING p.topic, p.partition, p.next_offset - i.n AS base
 ),
 ins AS (
   INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
@@ -194,23 +194,14 @@ SELECT v.complete, v.fresh, (SELECT ok FROM go) AS ok,
   (SELECT json_agg(json_build_object('actual', actual::text, 'home', home, 'streamable', streamable, 'policy', policy,
       'retentionMs', retention_ms, 'retentionBytes', retention_bytes) ORDER BY ord) FROM cur) AS streams,
   (SELECT json_agg(json_build_object('topic', l.topic, 'partition', l.partition, 'base', coalesce(h.base, l.next_offset)::text,
-      'segment_needed', CASE WHEN h.topic IS NULL THEN false ELSE
-        (SELECT max(sg.end_offset) FROM ${t.segments} sg WHERE sg.topic = h.topic AND sg.partition = h.partition) - h.end_offset
-          < (SELECT (tp.config->>'segment.records')::bigint FROM ${t.topics} tp WHERE tp.name = h.topic) END,
       'notified', ${options.notify ? `CASE WHEN h.topic IS NULL THEN false ELSE pg_notify($1, h.topic || '/' || h.partition) IS NULL END` : `$1::text IS NULL`}))
     FROM locked l LEFT JOIN heads h ON h.topic = l.topic AND h.partition = l.partition) AS heads
 FROM verdict v`;
   return { text, values };
 }
 
-/**
- * Wakes watchers of partitions whose appends committed without a NOTIFY of their own (the
- * autocommitted stream appends): one statement for any number of partitions. See
- * `PgLogStorage`'s stream section for why those appends notify after their commit.
- */
-export function notifyStatement(t: Tables, partitions: readonly string[]): Statement {
-  return { text: `SELECT count(pg_notify($1, p)) AS n FROM unnest($2::text[]) p`, values: [t.channel, partitions] };
-}
+/** The post-commit wake-up statement (kept here for callers that import it from this module). */
+export { notifyStatement } from './plans.js';
 
 /** What `readStreamStatement` returns: one meta row (kind 0), then the records (kind 1) in offset order. */
 export interface StreamReadRow {

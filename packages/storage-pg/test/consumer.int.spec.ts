@@ -305,6 +305,8 @@ describe('exactly-once handlers and typed events', () => {
     await consumer.subscribe({ topic: orders, fromBeginning: true });
     await consumer.run({ eachEvent: async ({ event }) => void seen.push((event.payload as { id: string }).id) });
     await waitFor('fine', () => seen.length === 1);
+    // The dead letter commits with the batch, after the handler of the next record ran.
+    await waitFor('the dead letter', async () => (await annals.fetch('orders.dlq', 0, 0n)).messages.length > 0);
     const { messages } = await annals.fetch('orders.dlq', 0, 0n);
     expect(messages[0]!.headers['annals-dlq-error-code']!.toString()).toBe('CORRUPT_MESSAGE');
     expect(messages[0]!.headers['annals-dlq-attempts']!.toString()).toBe('1');

@@ -1,0 +1,281 @@
+/**
+ * The append hot path on PostgreSQL (issue 3): what an append sends, when watchers are woken, and
+ * the client-side segment marks that keep `segments` off the hot path.
+ *
+ * - No append NOTIFYs inside its own transaction (a NOTIFY holds the database-wide notify lock
+ *   through the commit flush and serialises concurrent commits); watchers are woken by a NOTIFY
+ *   sent after the commit — so a woken reader always finds the records — and never before it.
+ * - A single-message send is one prepared statement; a batch is one prepared statement whatever
+ *   its shape; neither reads `segments` or `topics`.
+ * - Segment marks are cached per process: appends from a process that did not create the topic,
+ *   appends that outrun the segments kept ahead, and a topic re-created behind a stale mark all
+ *   still land, dense.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_TOPIC_CONFIG, type AppendRecord, type TopicConfig } from '@annals/core';
+import { PgLogStorage } from '../src/index.js';
+import { tables } from '../src/plans.js';
+import { adminClient, database, freshStorage, sleep } from './support.js';
+
+const rec = (value: string, key: string | null = 'k'): AppendRecord => ({
+  key: key === null ? null : Buffer.from(key),
+  value: Buffer.from(value),
+  headers: null,
+  timestamp: null,
+});
+
+/** Records every statement `pg` clients send while `fn` runs. */
+async function capture<T>(fn: () => Promise<T>): Promise<{ result: T; seen: Array<{ name: string | undefined; text: string }> }> {
+  const original = pg.Client.prototype.query;
+  const seen: Array<{ name: string | undefined; text: string }> = [];
+  pg.Client.prototype.query = function (this: pg.Client, ...args: any[]) {
+    const config = args[0];
+    seen.push(typeof config === 'string' ? { name: undefined, text: config } : { name: config?.name, text: String(config?.text) });
+    return (original as any).apply(this, args);
+  } as typeof original;
+  try {
+    return { result: await fn(), seen };
+  } finally {
+    pg.Client.prototype.query = original;
+  }
+}
+
+/** A raw LISTEN session on the storage's channel that notes, for every notification, the partition's log end seen right then from another session. */
+async function listenWithWatermarks(storage: PgLogStorage) {
+  const channel = tables(storage.schema).channel;
+  const listener = new pg.Client({ connectionString: database.connectionString });
+  await listener.connect();
+  const reader = await adminClient();
+  const seen: Array<{ payload: string; at: number; high: bigint }> = [];
+  let pending: Promise<void> = Promise.resolve();
+  listener.on('notification', (m) => {
+    if (m.channel !== channel || !m.payload) return;
+    const at = Date.now();
+    const [topic, partition] = [m.payload.slice(0, m.payload.lastIndexOf('/')), Number(m.payload.slice(m.payload.lastIndexOf('/') + 1))];
+    // One query at a time on the reader, in arrival order; each runs as soon as the previous ends.
+    pending = pending.then(() =>
+      reader
+        .query<{ high: string }>(`SELECT next_offset::text AS high FROM "${storage.schema}".partitions WHERE topic = $1 AND partition = $2`, [topic, partition])
+        .then(({ rows }) => void seen.push({ payload: m.payload!, at, high: BigInt(rows[0]?.high ?? '-1') })),
+    );
+  });
+  await listener.query(`LISTEN "${channel}"`);
+  return {
+    seen,
+    settle: async () => {
+      await sleep(150);
+      await pending;
+    },
+    close: () => listener.end(),
+  };
+}
+
+describe('wake-ups after the commit', () => {
+  it('an autocommitted append sends no NOTIFY of its own; the wake-up that follows finds the records committed', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([{ name: 'w', partitions: 2, config: DEFAULT_TOPIC_CONFIG }]);
+    const listening = await listenWithWatermarks(storage);
+    const woken: string[] = [];
+    const unwatch = await storage.watch(['w'], (topic, partition) => woken.push(`${topic}/${partition}`));
+    const { seen } = await capture(async () => {
+      for (let i = 0; i < 20; i++) {
+        const [r] = await storage.append([{ topic: 'w', partition: i % 2, records: [rec(`v${i}`)] }]);
+        expect(r!.baseOffset).toBe(BigInt(Math.floor(i / 2)));
+      }
+      await storage.append([
+        { topic: 'w', partition: 0, records: [rec('a'), rec('b')] },
+        { topic: 'w', partition: 1, records: [rec('c')] },
+      ]);
+    });
+    await listening.settle();
+    // Nothing that appends carries a NOTIFY; the wake-ups are separate statements.
+    const appends = seen.filter((q) => /INSERT INTO/.test(q.text));
+    expect(appends).toHaveLength(21);
+    expect(appends.every((q) => !/pg_notify|NOTIFY/i.test(q.text))).toBe(true);
+    expect(seen.filter((q) => /notify/i.test(q.text)).every((q) => q.text.startsWith('SELECT count(pg_notify'))).toBe(true);
+    // Every wake-up was sent after a commit: the reader woken by it sees a log end past 0.
+    expect(listening.seen.length).toBeGreaterThan(0);
+    expect(listening.seen.every((n) => n.high > 0n)).toBe(true);
+    // The last wake-up of each partition came after its last commit.
+    for (const [p, end] of [[0, 12n], [1, 11n]] as const) {
+      const last = listening.seen.filter((n) => n.payload === `w/${p}`).at(-1);
+      expect(last?.high).toBe(end);
+    }
+    expect(woken).toContain('w/0');
+    expect(woken).toContain('w/1');
+    await unwatch();
+    await listening.close();
+  });
+
+  it('a transaction that appended wakes watchers only after COMMIT, and a rolled-back one never', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([{ name: 'tx', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    const listening = await listenWithWatermarks(storage);
+    const tx = storage.deferredTransaction();
+    await tx.append([{ topic: 'tx', partition: 0, records: [rec('held')] }]);
+    await sleep(300);
+    await listening.settle();
+    expect(listening.seen).toEqual([]); // appended, not committed: nobody woken
+    const committedAt = Date.now();
+    await tx.commit();
+    const deadline = Date.now() + 2_000;
+    while (listening.seen.length === 0 && Date.now() < deadline) await sleep(10);
+    await listening.settle();
+    expect(listening.seen.map((n) => n.payload)).toEqual(['tx/0']);
+    expect(listening.seen[0]!.at).toBeGreaterThanOrEqual(committedAt);
+    expect(listening.seen[0]!.at - committedAt).toBeLessThan(1_000); // promptly, not at a poll
+    expect(listening.seen[0]!.high).toBe(1n);
+
+    const lost = storage.deferredTransaction();
+    await lost.append([{ topic: 'tx', partition: 0, records: [rec('lost')] }]);
+    await lost.rollback();
+    await listening.settle();
+    expect(listening.seen).toHaveLength(1);
+
+    // Idempotent appends run in a transaction of their own: woken after it, too.
+    const { producerId } = await storage.initProducer();
+    await storage.append([{ topic: 'tx', partition: 0, records: [rec('idem')], baseSequence: 0 }], { producerId });
+    const until = Date.now() + 2_000;
+    while (listening.seen.length < 2 && Date.now() < until) await sleep(10);
+    await listening.settle();
+    expect(listening.seen.at(-1)).toMatchObject({ payload: 'tx/0', high: 2n });
+    await listening.close();
+  });
+
+  it('many concurrent appends: the wake-ups are coalesced, and the last one of every partition follows its last commit', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([{ name: 'c', partitions: 4, config: DEFAULT_TOPIC_CONFIG }]);
+    const listening = await listenWithWatermarks(storage);
+    const { seen } = await capture(() =>
+      Promise.all(Array.from({ length: 200 }, (_, i) => storage.append([{ topic: 'c', partition: i % 4, records: [rec(`v${i}`)] }]))),
+    );
+    await sleep(300);
+    await listening.settle();
+    const wakeups = seen.filter((q) => q.text.startsWith('SELECT count(pg_notify'));
+    expect(wakeups.length).toBeGreaterThan(0);
+    expect(wakeups.length).toBeLessThan(200);
+    for (let p = 0; p < 4; p++) expect(listening.seen.filter((n) => n.payload === `c/${p}`).at(-1)?.high).toBe(50n);
+    await listening.close();
+  });
+});
+
+describe('the append statement', () => {
+  it('a single-message send is one prepared statement, a batch of any shape one other; neither reads segments or topics', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([
+      { name: 'p', partitions: 6, config: DEFAULT_TOPIC_CONFIG },
+      { name: 'q', partitions: 2, config: DEFAULT_TOPIC_CONFIG },
+    ]);
+    await storage.append([{ topic: 'p', partition: 0, records: [rec('warm')] }]);
+    const { seen } = await capture(async () => {
+      for (let i = 0; i < 5; i++) await storage.append([{ topic: 'p', partition: i % 6, records: [rec(`s${i}`)] }]);
+      for (let i = 0; i < 3; i++) {
+        await storage.append(
+          Array.from({ length: 2 + i }, (_, p) => ({ topic: 'p', partition: p, records: Array.from({ length: 10 + p * i }, (_, j) => rec(`b${j}`, j % 3 ? `k${j}` : null)) })),
+        );
+      }
+      await storage.append([
+        { topic: 'p', partition: 5, records: [rec('x')] },
+        { topic: 'q', partition: 1, records: [rec('y'), { ...rec('z'), timestamp: 1_700_000_000_000, headers: { h: Buffer.from('1') } }] },
+      ]);
+      await sleep(100);
+    });
+    const appends = seen.filter((q) => /INSERT INTO/.test(q.text));
+    expect(appends).toHaveLength(9);
+    expect(appends.every((q) => q.name?.startsWith('annals_'))).toBe(true);
+    expect(new Set(appends.slice(0, 5).map((q) => q.name)).size).toBe(1); // one text for every single-record send
+    expect(new Set(appends.slice(5).map((q) => q.name)).size).toBe(1); // one text for every batch shape
+    expect(seen.some((q) => /segments|"topics"/.test(q.text))).toBe(false);
+    // …and what they wrote reads back as sent.
+    const q1 = await storage.fetch('q', 1, 0n, { maxRecords: 10, maxBytes: 1 << 20 });
+    expect(q1.records.map((r) => [r.value!.toString(), r.timestamp, Object.keys(r.headers)])).toEqual([
+      ['y', expect.any(Number), []],
+      ['z', 1_700_000_000_000, ['h']],
+    ]);
+    const p1 = await storage.fetch('p', 1, 0n, { maxRecords: 100, maxBytes: 1 << 20 });
+    expect(p1.records.map((r) => r.offset)).toEqual(Array.from({ length: p1.records.length }, (_, i) => BigInt(i)));
+    expect(p1.records.filter((r) => r.key === null).length).toBeGreaterThan(0);
+  });
+
+  it('a batch naming a partition that does not exist writes nothing, in any of its partitions', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([{ name: 'a', partitions: 2, config: DEFAULT_TOPIC_CONFIG }]);
+    await expect(
+      storage.append([
+        { topic: 'a', partition: 0, records: [rec('x')] },
+        { topic: 'a', partition: 7, records: [rec('y')] },
+      ]),
+    ).rejects.toThrow(/does not exist/);
+    await expect(storage.append([{ topic: 'a', partition: 9, records: [rec('y')] }])).rejects.toThrow(/does not exist/);
+    expect((await storage.fetchWatermarks('a')).map((w) => w.high)).toEqual([0n, 0n]);
+  });
+});
+
+describe('segment marks cached per process', () => {
+  const small = (n: number) => ({ ...DEFAULT_TOPIC_CONFIG, 'segment.records': n }) as TopicConfig;
+
+  it('appends that outrun the segments kept ahead, from a process that did not create the topic, stay dense; segments stay ahead', async () => {
+    const schema = `t_${randomBytes(5).toString('hex')}`;
+    const creator = freshStorage({ schema });
+    await creator.connect();
+    await creator.createTopics([{ name: 's', partitions: 2, config: small(20) }]);
+    const other = freshStorage({ schema, migrate: false });
+    await other.connect();
+    let expected = [0n, 0n];
+    for (let i = 0; i < 30; i++) {
+      const storage = i % 2 ? creator : other;
+      const p = i % 3 === 0 ? 1 : 0;
+      const n = (i * 7) % 45 + 1; // up to 45 records: more than two segments at once
+      const [r] = await storage.append([{ topic: 's', partition: p, records: Array.from({ length: n }, (_, j) => rec(`${i}.${j}`)) }]);
+      expect(r!.baseOffset).toBe(expected[p]);
+      expected[p] = expected[p]! + BigInt(n);
+      if (i % 5 === 0) {
+        // A batch over both partitions, too.
+        const rs = await storage.append([
+          { topic: 's', partition: 0, records: [rec('b0'), rec('b1')] },
+          { topic: 's', partition: 1, records: [rec('b2')] },
+        ]);
+        expect(rs.map((x) => x.baseOffset)).toEqual(expected);
+        expected = [expected[0]! + 2n, expected[1]! + 1n];
+      }
+    }
+    await sleep(300); // background segment creation settles
+    const admin = await adminClient();
+    const { rows } = await admin.query<{ partition: number; ahead: string }>(
+      `SELECT s.partition, (max(s.end_offset) - p.next_offset)::text AS ahead FROM "${schema}".segments s
+       JOIN "${schema}".partitions p ON p.topic = s.topic AND p.partition = s.partition WHERE s.topic = 's' GROUP BY s.partition, p.next_offset ORDER BY 1`,
+    );
+    expect(rows).toHaveLength(2);
+    for (const r of rows) expect(BigInt(r.ahead)).toBeGreaterThan(0n);
+    for (const p of [0, 1]) {
+      const fetched = await other.fetch('s', p, 0n, { maxRecords: 10_000, maxBytes: 1 << 24 });
+      expect(fetched.records.map((r) => r.offset)).toEqual(Array.from({ length: Number(expected[p]!) }, (_, i) => BigInt(i)));
+    }
+  });
+
+  it('a topic deleted and re-created elsewhere behind a stale mark: appends still land from offset 0', async () => {
+    const schema = `t_${randomBytes(5).toString('hex')}`;
+    const a = freshStorage({ schema });
+    await a.connect();
+    await a.createTopics([{ name: 'r', partitions: 1, config: small(10) }]);
+    for (let i = 0; i < 5; i++) await a.append([{ topic: 'r', partition: 0, records: Array.from({ length: 9 }, () => rec('x')) }]);
+    await sleep(200);
+    const b = freshStorage({ schema, migrate: false });
+    await b.connect();
+    await b.deleteTopics(['r']);
+    await b.createTopics([{ name: 'r', partitions: 1, config: small(10) }]);
+    // `a` still holds marks from the old topic (its log end was 45).
+    const [first] = await a.append([{ topic: 'r', partition: 0, records: Array.from({ length: 25 }, () => rec('y')) }]);
+    expect(first!.baseOffset).toBe(0n);
+    const [second] = await a.append([{ topic: 'r', partition: 0, records: [rec('z')] }]);
+    expect(second!.baseOffset).toBe(25n);
+    expect((await b.fetchWatermarks('r'))[0]!.high).toBe(26n);
+  });
+});
