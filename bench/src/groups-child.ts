@@ -178,6 +178,9 @@ ON CONFLICT (grp, topic, partition) DO UPDATE SET committed_offset = EXCLUDED.co
   process.exit(0);
 }
 
+// The orchestrator went away (interrupted run): do not linger as a group member.
+process.on('disconnect', () => process.exit(1));
+
 process.once('message', (m: ToGroupChild) => {
   const run = m.cmd === 'member' ? member(m) : m.cmd === 'raw' ? raw(m) : Promise.reject(new Error(`unexpected first message ${m.cmd}`));
   run.catch((error: unknown) => {
