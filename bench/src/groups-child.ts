@@ -47,11 +47,17 @@ export type FromGroupChild =
   | { readonly kind: 'assigned'; readonly partitions: number[] }
   | { readonly kind: 'progress'; readonly count: number; readonly first: number; readonly last: number }
   | { readonly kind: 'first'; readonly partition: number; readonly at: number }
-  | { readonly kind: 'done'; readonly count: number; readonly first: number; readonly last: number }
+  | { readonly kind: 'done'; readonly count: number; readonly first: number; readonly last: number; readonly cpuMs: number }
   | { readonly kind: 'error'; readonly message: string };
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable across processes. */
 export const wallNow = (): number => performance.timeOrigin + performance.now();
+
+/** This process's CPU time (user + system), ms. */
+const cpuMs = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 const send = (m: FromGroupChild): void => {
   if (process.connected) process.send!(m);
@@ -70,12 +76,18 @@ async function member(init: MemberInit): Promise<void> {
   let count = 0;
   let first = 0;
   let last = 0;
+  let cpuAtFirst = 0;
+  let cpuAtLast = 0;
   const seen = new Set<number>();
   const delivered = (partition: number) => {
     const at = wallNow();
-    if (count === 0) first = at;
+    if (count === 0) {
+      first = at;
+      cpuAtFirst = cpuMs();
+    }
     last = at;
     count++;
+    if ((count & 1023) === 0) cpuAtLast = cpuMs();
     if (!seen.has(partition)) {
       seen.add(partition);
       send({ kind: 'first', partition, at });
@@ -119,7 +131,7 @@ async function member(init: MemberInit): Promise<void> {
       void (async () => {
         await consumer.disconnect();
         await annals.disconnect();
-        send({ kind: 'done', count, first, last });
+        send({ kind: 'done', count, first, last, cpuMs: cpuAtLast - cpuAtFirst });
         process.exit(0);
       })();
     }
@@ -139,6 +151,7 @@ async function raw(init: RawInit): Promise<void> {
   const offsets = `"${init.schema}".raw_offsets`;
   let count = 0;
   const t0 = wallNow();
+  const cpu0 = cpuMs();
   for (let i = 0; i < init.partitions.length; i++) {
     const p = init.partitions[i]!;
     const want = init.perPartition[i]!;
@@ -173,8 +186,9 @@ ON CONFLICT (grp, topic, partition) DO UPDATE SET committed_offset = EXCLUDED.co
     count += read;
   }
   const t1 = wallNow();
+  const cpu = cpuMs() - cpu0;
   await client.end();
-  send({ kind: 'done', count, first: t0, last: t1 });
+  send({ kind: 'done', count, first: t0, last: t1, cpuMs: cpu });
   process.exit(0);
 }
 

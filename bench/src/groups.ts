@@ -123,7 +123,7 @@ class Child {
 interface Members {
   readonly children: Child[];
   readonly assigned: number[][];
-  readonly progress: Array<{ count: number; first: number; last: number }>;
+  readonly progress: Array<{ count: number; first: number; last: number; cpuMs?: number }>;
   readonly firsts: Array<Array<{ partition: number; at: number }>>;
 }
 
@@ -141,7 +141,8 @@ async function startMembers(
   children.forEach((c, i) =>
     c.on((m) => {
       if (m.kind === 'assigned') members.assigned[i] = m.partitions;
-      if (m.kind === 'progress' || m.kind === 'done') members.progress[i] = { count: m.count, first: m.first, last: m.last };
+      if (m.kind === 'progress') members.progress[i] = { count: m.count, first: m.first, last: m.last };
+      if (m.kind === 'done') members.progress[i] = { count: m.count, first: m.first, last: m.last, cpuMs: m.cpuMs };
       if (m.kind === 'first') members.firsts[i]!.push({ partition: m.partition, at: m.at });
     }),
   );
@@ -196,6 +197,8 @@ interface Side {
   readonly records: number;
   readonly elapsedMs: number;
   readonly rate: number;
+  /** Node CPU (all of the side's processes) per 1,000 records, ms. */
+  readonly cpuPer1k: number;
 }
 
 /** Members consume until `target` records were delivered in all. */
@@ -239,7 +242,8 @@ async function annalsSide(ctx: RunCtx, n: number, mode: 'noop' | 'tx', groupId: 
       ctx.notes.push(`${groupId}: ${rows[0]!.n} effect rows but committed offsets sum to ${committed.rows[0]!.s}`);
     }
   }
-  return { records: count, elapsedMs: last - first, rate: count / ((last - first) / 1000) };
+  const cpu = members.progress.reduce((s, p) => s + (p.cpuMs ?? NaN), 0);
+  return { records: count, elapsedMs: last - first, rate: count / ((last - first) / 1000), cpuPer1k: (cpu * 1000) / count };
 }
 
 /** Raw readers: n processes, each reading its share of the partitions, `perPartition` records each. */
@@ -271,7 +275,8 @@ async function rawSide(ctx: RunCtx, n: number, mode: 'read' | 'tx', groupId: str
     const count = results.reduce((s, r) => s + r.count, 0);
     const first = Math.min(...results.map((r) => r.first));
     const last = Math.max(...results.map((r) => r.last));
-    return { records: count, elapsedMs: last - first, rate: count / ((last - first) / 1000) };
+    const cpu = results.reduce((s, r) => s + r.cpuMs, 0);
+    return { records: count, elapsedMs: last - first, rate: count / ((last - first) / 1000), cpuPer1k: (cpu * 1000) / count };
   } finally {
     for (const c of children) c.kill();
   }
@@ -351,6 +356,8 @@ interface Pair {
   readonly annals: number[];
   readonly raw: number[];
   readonly ratios: number[];
+  readonly cpuAnnals: number[];
+  readonly cpuRaw: number[];
 }
 
 async function loadBacklog(url: string, schema: string, records: number, log: (l: string) => void): Promise<void> {
@@ -397,7 +404,7 @@ export async function runGroupsBench(input: GroupsBenchInput): Promise<GroupsBen
 
     const pairs: Pair[] = [];
     const pair = (id: string, label: string, rawLabel: string, target: number) => {
-      const p: Pair = { id, label, rawLabel, target, annals: [], raw: [], ratios: [] };
+      const p: Pair = { id, label, rawLabel, target, annals: [], raw: [], ratios: [], cpuAnnals: [], cpuRaw: [] };
       pairs.push(p);
       return p;
     };
@@ -434,7 +441,11 @@ export async function runGroupsBench(input: GroupsBenchInput): Promise<GroupsBen
         p.annals.push(a.rate);
         p.raw.push(w.rate);
         p.ratios.push(a.rate / w.rate);
-        log(`  ${p.id}: annals ${fmt(a.rate)} (${a.records} in ${(a.elapsedMs / 1000).toFixed(1)} s)  raw ${fmt(w.rate)} (${w.records})  ratio ${(a.rate / w.rate).toFixed(2)}`);
+        p.cpuAnnals.push(a.cpuPer1k);
+        p.cpuRaw.push(w.cpuPer1k);
+        log(
+          `  ${p.id}: annals ${fmt(a.rate)} (${a.records} in ${(a.elapsedMs / 1000).toFixed(1)} s, Node ${a.cpuPer1k.toFixed(1)} ms/1k)  raw ${fmt(w.rate)} (${w.records}, Node ${w.cpuPer1k.toFixed(1)} ms/1k)  ratio ${(a.rate / w.rate).toFixed(2)}`,
+        );
       }
     }
 
@@ -486,6 +497,8 @@ export async function runGroupsBench(input: GroupsBenchInput): Promise<GroupsBen
     lines.push('| figure | ' + Array.from({ length: rounds }, (_, i) => `round ${i + 1}`).join(' | ') + ' |');
     lines.push('|---|' + Array.from({ length: rounds }, () => '---:').join('|') + '|');
     for (const p of pairs) lines.push(`| ${p.id} (Annals / raw) | ${p.annals.map((a, i) => `${fmt(a)} / ${fmt(p.raw[i]!)} = ${p.ratios[i]!.toFixed(2)}`).join(' | ')} |`);
+    lines.push('');
+    lines.push('Node CPU per 1,000 records (all of a side\'s processes, from first delivery to last; median over rounds): ' + pairs.map((p) => `${p.id} Annals ${median(p.cpuAnnals).toFixed(1)} ms vs raw ${median(p.cpuRaw).toFixed(1)} ms`).join('; ') + '.');
     lines.push('');
     lines.push(
       `Failover trials: 3 members with a slow handler (2 ms pause every 20 records, so partitions always have records waiting), heartbeatInterval ${Math.max(100, Math.floor(sessionTimeout / 5))} ms, sessionTimeout ${sessionTimeout} ms; the victim rotates; delay = first delivery by a survivor of each of the victim's partitions − the moment the signal was sent (wall clock, shared by the processes).`,
