@@ -97,12 +97,12 @@ async function member(init: MemberInit): Promise<void> {
   await consumer.connect();
   await consumer.subscribe({ topic: init.topic, fromBeginning: true });
   consumer.pause([{ topic: init.topic }]);
-  const [schema, table] = init.effectsTable.split('.') as [string, string];
+  const effects = init.effectsTable; // schema.table
   await consumer.run({
     eachMessage:
       init.mode === 'tx'
         ? async ({ partition, message, tx }) => {
-            await tx.db.withSchema(schema).insertInto(table).values({ grp: init.groupId, partition, offset: message.offset }).execute();
+            await tx.db.insertInto(effects).values({ grp: init.groupId, partition, offset: message.offset }).execute();
             delivered(partition);
           }
         : init.mode === 'slow'

@@ -17,7 +17,7 @@
  *
  * Environment:
  * - BENCH_GROUP_RECORDS     backlog size (default 1,000,000; 60,000 with BENCH_QUICK; 0 skips)
- * - BENCH_GROUP_TX_RECORDS  records consumed per exactly-once run (default 60,000; 12,000 quick)
+ * - BENCH_GROUP_TX_RECORDS  records consumed per exactly-once run (default 24,000; 12,000 quick)
  * - BENCH_GROUP_ROUNDS      measured rounds (default 3; 2 quick)
  * - BENCH_GROUP_TRIALS      kill trials and hang trials (default 3 each; 2 quick)
  * - BENCH_GROUP_SESSION_MS  the members' sessionTimeout in the failover trials (default 5000)
@@ -379,7 +379,7 @@ async function loadBacklog(url: string, schema: string, records: number, log: (l
 export async function runGroupsBench(input: GroupsBenchInput): Promise<GroupsBenchReport | undefined> {
   const records = intEnv('BENCH_GROUP_RECORDS', input.quick ? 60_000 : 1_000_000);
   if (records === 0) return undefined;
-  const txRecords = Math.min(records, intEnv('BENCH_GROUP_TX_RECORDS', input.quick ? 12_000 : 60_000));
+  const txRecords = Math.min(records, intEnv('BENCH_GROUP_TX_RECORDS', input.quick ? 12_000 : 24_000));
   const rounds = Math.max(1, intEnv('BENCH_GROUP_ROUNDS', input.quick ? 2 : 3));
   const trials = intEnv('BENCH_GROUP_TRIALS', input.quick ? 2 : 3);
   const sessionTimeout = Math.max(1_000, intEnv('BENCH_GROUP_SESSION_MS', 5_000));

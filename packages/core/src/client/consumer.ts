@@ -845,9 +845,12 @@ export class Consumer<TDb = unknown> {
       if (config.eachBatch) {
         await this.#runBatchHandler(state, session, records, highWatermark, batch, config);
       } else {
+        // The payload's functions and the topic's contract are the same for every record of the batch.
+        const shared = { topic: state.topic, partition: state.partition, ...this.#payloadBase(state, session, batch) };
+        const contract = config.eachEvent ? this.#subscriptionOf(state.topic)!.contract! : undefined;
         for (const record of records) {
           if (state.revoked || this.#stopping || state.seekGeneration !== seekGeneration || this.#isPaused(state)) break;
-          const handled = await this.#handleRecord(state, session, record, batch, config);
+          const handled = await this.#handleRecord(state, session, record, batch, config, shared, contract);
           if (handled === 'retry-later') return;
           if (handled === 'paused') break;
           if (state.seekGeneration === seekGeneration) state.position = record.offset + 1n;
@@ -885,25 +888,24 @@ export class Consumer<TDb = unknown> {
     record: StoredRecord,
     batch: BatchTransaction<TDb>,
     config: ConsumerRunConfig<TDb>,
+    shared: Omit<EachMessagePayload<TDb>, 'message'>,
+    contract: TopicContract | undefined,
   ): Promise<'done' | 'paused' | 'retry-later'> {
     const message = toKafkaMessage(record);
+    const run = config.eachEvent
+      ? () => {
+          let event: DecodedEvent;
+          try {
+            event = decodeEvent(contract!, record, this.#ctx.codecs);
+          } catch (error) {
+            return Promise.reject(new UndecodableRecord(error));
+          }
+          return config.eachEvent!({ ...shared, message, event });
+        }
+      : () => config.eachMessage!({ ...shared, message });
     for (let attempt = 0; ; attempt++) {
       try {
-        await batch.savepoint(async () => {
-          const base = { topic: state.topic, partition: state.partition, message, ...this.#payloadBase(state, session, batch) };
-          if (config.eachEvent) {
-            const contract = this.#subscriptionOf(state.topic)!.contract!;
-            let event: DecodedEvent;
-            try {
-              event = decodeEvent(contract, record, this.#ctx.codecs);
-            } catch (error) {
-              throw new UndecodableRecord(error);
-            }
-            await config.eachEvent({ ...base, event });
-          } else {
-            await config.eachMessage!(base);
-          }
-        });
+        await batch.savepoint(run);
         return 'done';
       } catch (error) {
         if (error instanceof IllegalGenerationError) throw error;
