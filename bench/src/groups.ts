@@ -191,6 +191,23 @@ async function stopMembers(m: Members): Promise<void> {
   );
 }
 
+/**
+ * Runs a side again (up to 3 times) when the shared server refused a connection (53300, too many
+ * clients: other sessions' test runs on the same server). Anything else fails the run.
+ */
+async function retryTooMany<T>(log: (l: string) => void, what: string, fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (error) {
+      const text = error instanceof Error ? error.message : String(error);
+      if (attempt >= 3 || !/53300|too many clients/.test(text)) throw error;
+      log(`  ${what}: the server refused a connection (too many clients); running it again in 5 s`);
+      await sleep(5_000);
+    }
+  }
+}
+
 // ---- throughput ----------------------------------------------------------------------------------
 
 interface Side {
@@ -431,12 +448,15 @@ export async function runGroupsBench(input: GroupsBenchInput): Promise<GroupsBen
         const perPartition = mode === 'noop' ? records : Math.ceil(total / PARTITIONS);
         let a: Side;
         let w: Side;
+        let attempt = 0;
+        const runAnnals = () => retryTooMany(log, `${p.id} Annals`, () => annalsSide(ctx, n, mode, `${groupId}-${attempt++}`, total, capMs));
+        const runRaw = () => retryTooMany(log, `${p.id} raw`, () => rawSide(ctx, n, mode === 'noop' ? 'read' : 'tx', `${groupId}-raw-${attempt++}`, perPartition));
         if (annalsFirst) {
-          a = await annalsSide(ctx, n, mode, groupId, total, capMs);
-          w = await rawSide(ctx, n, mode === 'noop' ? 'read' : 'tx', groupId, perPartition);
+          a = await runAnnals();
+          w = await runRaw();
         } else {
-          w = await rawSide(ctx, n, mode === 'noop' ? 'read' : 'tx', groupId, perPartition);
-          a = await annalsSide(ctx, n, mode, groupId, total, capMs);
+          w = await runRaw();
+          a = await runAnnals();
         }
         p.annals.push(a.rate);
         p.raw.push(w.rate);
@@ -452,10 +472,10 @@ export async function runGroupsBench(input: GroupsBenchInput): Promise<GroupsBen
     const kills: Trial[] = [];
     const hangs: Trial[] = [];
     for (let i = 0; i < trials; i++) {
-      const k = await failoverTrial(ctx, 'SIGKILL', i, sessionTimeout);
+      const k = await retryTooMany(log, 'kill trial', () => failoverTrial(ctx, 'SIGKILL', i, sessionTimeout));
       kills.push(k);
       log(`  kill trial ${i + 1}: ${k.delays.map((d) => d.toFixed(0)).join(', ')} ms${k.timedOut ? ` (${k.timedOut} partition(s) not resumed)` : ''}`);
-      const h = await failoverTrial(ctx, 'SIGSTOP', i, sessionTimeout);
+      const h = await retryTooMany(log, 'hang trial', () => failoverTrial(ctx, 'SIGSTOP', i, sessionTimeout));
       hangs.push(h);
       log(`  hang trial ${i + 1}: ${h.delays.map((d) => d.toFixed(0)).join(', ')} ms${h.timedOut ? ` (${h.timedOut} partition(s) not resumed)` : ''}`);
     }
