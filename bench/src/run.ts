@@ -16,6 +16,9 @@
  *   BENCH_RETENTION_PARTITIONS, BENCH_RETENTION_SEGMENT, BENCH_RETENTION_CHUNK: retention under load
  *   (retention.ts; 0 records skips it)
  * - BENCH_RAW_STREAM_INDEX=0: the raw table without the stream index Annals' records table carries (default: equally indexed)
+ * - BENCH_GROUP_RECORDS, BENCH_GROUP_TX_RECORDS, BENCH_GROUP_ROUNDS, BENCH_GROUP_TRIALS, BENCH_GROUP_SESSION_MS:
+ *                  the consumer-group scenario (groups.ts; 0 records skips it)
+ * - BENCH_ONLY     a comma list of sections to run: core (a–d), rebuild, aggregates, groups, retention (default: all)
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -51,10 +54,13 @@ import { cpuSince, cpuSnapshot, foreignCores, machineSnapshot, type CpuSnapshot 
 import { runProjectionRebuildBench } from './projection-rebuild.js';
 import { runAggregatesBench } from './aggregates.js';
 import { runRetentionBench } from './retention.js';
+import { runGroupsBench } from './groups.js';
 
 const DEFAULT_URL = 'postgres://postgres@127.0.0.1:5432/test';
 const settings = loadSettings();
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+const ONLY = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((x) => x.trim())) : undefined;
+const runs = (section: 'core' | 'rebuild' | 'aggregates' | 'groups' | 'retention') => !ONLY || ONLY.has(section);
 
 // ---- figures ----------------------------------------------------------------------------------------
 
@@ -774,6 +780,8 @@ async function main(): Promise<void> {
       notifyChannel,
       batches: Array.from({ length: 10 }, (_, i) => makeBatch(10_000_000 + i * s.batchSize, s.batchSize)),
     };
+    let markdown = '';
+    if (runs('core')) {
     const workers = await startWorkers(base, s);
     cleanups.push(async () => {
       for (const w of workers) if (w.connected) w.send({ cmd: 'exit' } satisfies ToWorker);
@@ -786,17 +794,21 @@ async function main(): Promise<void> {
     await loadBacklog(ctx, s);
     await round(ctx, s, 0, true);
     for (let i = 0; i < s.rounds; i++) await round(ctx, s, i, false);
-    const rebuild = await runProjectionRebuildBench({ url: server.url, log, quick: s.quick });
-    const aggregates = await runAggregatesBench({ url: server.url, log, quick: s.quick });
-    const retention = await runRetentionBench({ url: server.url, log, quick: s.quick });
+    markdown = report(s, server, facts, startedAt, (now() - t0) / 1000);
+    }
+    const rebuild = runs('rebuild') ? await runProjectionRebuildBench({ url: server.url, log, quick: s.quick }) : undefined;
+    const aggregates = runs('aggregates') ? await runAggregatesBench({ url: server.url, log, quick: s.quick }) : undefined;
+    const groups = runs('groups') ? await runGroupsBench({ url: server.url, log, quick: s.quick }) : undefined;
+    const retention = runs('retention') ? await runRetentionBench({ url: server.url, log, quick: s.quick }) : undefined;
 
-    const markdown =
-      report(s, server, facts, startedAt, (now() - t0) / 1000) +
+    markdown +=
       (rebuild ? `\n${rebuild.markdown}` : '') +
       (aggregates ? `\n${aggregates.markdown}` : '') +
+      (groups ? `\n${groups.markdown}` : '') +
       (retention ? `\n${retention.markdown}` : '');
     process.stdout.write('\n' + markdown);
-    const out = fileURLToPath(new URL('../results/latest.md', import.meta.url));
+    // A partial run (BENCH_ONLY without core) leaves latest.md alone; each module writes its own file too.
+    const out = fileURLToPath(new URL(runs('core') ? '../results/latest.md' : '../results/partial.md', import.meta.url));
     mkdirSync(fileURLToPath(new URL('../results/', import.meta.url)), { recursive: true });
     writeFileSync(out, markdown);
     log(`wrote ${out}`);

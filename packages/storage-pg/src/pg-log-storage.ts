@@ -1245,6 +1245,16 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
   #savepoints = 0;
   /** Partitions this transaction appended to: their watchers are woken after COMMIT (a spurious wake-up after a rolled-back savepoint is harmless). */
   readonly #appended: PartitionAppend[] = [];
+  /**
+   * Savepoints are lazy: `savepoint(fn)` only declares one, and it is sent just before `fn`'s first
+   * statement on the transaction (a handler that does not touch the transaction costs nothing), in
+   * the same round trip as the release of the one before it (which COMMIT would release anyway).
+   */
+  #declared: string | undefined;
+  /** The savepoint sent for the running `fn` (its SAVEPOINT statement's outcome). */
+  #sent: { readonly name: string; readonly done: Promise<unknown> } | undefined;
+  /** A finished savepoint not released yet: the next SAVEPOINT (or COMMIT) releases it. */
+  #releasable: string | undefined;
 
   constructor(storage: PgLogStorage<DB>, options: StorageTransactionOptions) {
     this.#storage = storage;
@@ -1273,6 +1283,9 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
         client.release(isConnectionFailure(error) ? (error as Error) : undefined);
         throw translatePgError(error);
       }
+      // Pipelined for the transaction's life: a lazy SAVEPOINT and the statement behind it go out
+      // together (one round trip, not two). Switched off again, idle, before the client goes back.
+      setPipeline(client, true);
       this.#client = client;
       return client;
     })();
@@ -1284,7 +1297,7 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
       dialect: new PostgresDialect({
         pool: {
           connect: async () => {
-            const client = await this.#ensure();
+            const client = await this.#use();
             return { query: client.query.bind(client), release: () => {} };
           },
           end: async () => {},
@@ -1296,19 +1309,19 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
 
   async append(appends: readonly PartitionAppend[], options?: AppendOptions): Promise<PartitionAppendResult[]> {
     if (appends.length === 0) return [];
-    const client = await this.#ensure();
+    const client = await this.#use();
     this.#appended.push(...appends);
     return this.#storage.appendOn(client, appends, options);
   }
 
   async commitOffsets(groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void> {
     if (commits.length === 0) return;
-    await this.#storage.commitOffsetsOn(await this.#ensure(), groupId, commits, fence);
+    await this.#storage.commitOffsetsOn(await this.#use(), groupId, commits, fence);
   }
 
   async appendToStreams(appends: readonly PartitionAppend[], streams: readonly StreamExpectation[]): Promise<StreamAppendResult> {
     if (appends.length === 0 && streams.length === 0) return { appends: [], streams: [] };
-    const client = await this.#ensure();
+    const client = await this.#use();
     this.#appended.push(...appends);
     return this.#storage.appendToStreamsOn(client, appends, streams);
   }
@@ -1317,13 +1330,72 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
     if (this.#ended) throw new InvalidTransactionStateError('This transaction has ended; its handle cannot be used any more.');
     // Not begun: it has written nothing, so the committed stream is what it would see.
     if (!this.#begin) return this.#storage.readStream(topic, partition, key, options);
-    return this.#storage.readStreamOn(await this.#ensure(), topic, partition, key, options);
+    return this.#storage.readStreamOn(await this.#use(), topic, partition, key, options);
+  }
+
+  /**
+   * The client for a statement of the transaction: begins it if need be, and sends a declared
+   * savepoint first. The SAVEPOINT is queued on the client ahead of the caller's statement and
+   * not awaited here (the client runs its queries in order); `savepoint()` checks its outcome.
+   */
+  async #use(): Promise<pg.PoolClient> {
+    const client = await this.#ensure();
+    const name = this.#declared;
+    if (name !== undefined && this.#client === client) {
+      this.#declared = undefined;
+      const release = this.#releasable;
+      this.#releasable = undefined;
+      const done = client.query(release ? `RELEASE SAVEPOINT ${release}; SAVEPOINT ${name}` : `SAVEPOINT ${name}`);
+      done.catch(() => {});
+      this.#sent = { name, done };
+    }
+    return client;
   }
 
   async savepoint<T>(fn: () => Promise<T>): Promise<T> {
     const client = this.#client;
     if (!client) return this.#savepointBeforeBegin(fn);
+    if (this.#declared !== undefined || this.#sent !== undefined) {
+      // Nested: a savepoint of its own, sent at once.
+      return this.#eagerSavepoint(client, fn);
+    }
     const name = `annals_sp_${++this.#savepoints}`;
+    this.#declared = name;
+    let result: T;
+    try {
+      result = await fn();
+    } catch (error) {
+      const sent = this.#takeSent();
+      if (sent) {
+        // Undo what fn wrote; the savepoint itself goes too.
+        await sent.done.catch(() => {});
+        await client.query(`ROLLBACK TO SAVEPOINT ${sent.name}; RELEASE SAVEPOINT ${sent.name}`).catch(() => {});
+      }
+      throw translatePgError(error);
+    }
+    const sent = this.#takeSent();
+    if (sent) {
+      try {
+        await sent.done;
+      } catch (error) {
+        throw translatePgError(error);
+      }
+      this.#releasable = sent.name;
+    }
+    return result;
+  }
+
+  #takeSent(): { readonly name: string; readonly done: Promise<unknown> } | undefined {
+    const sent = this.#sent;
+    this.#declared = undefined;
+    this.#sent = undefined;
+    return sent;
+  }
+
+  async #eagerSavepoint<T>(client: pg.PoolClient, fn: () => Promise<T>): Promise<T> {
+    const name = `annals_sp_${++this.#savepoints}`;
+    await this.#use();
+    await this.#sent?.done.catch(() => {});
     await client.query(`SAVEPOINT ${name}`).catch((e: unknown) => Promise.reject(translatePgError(e)));
     try {
       const result = await fn();
@@ -1353,7 +1425,8 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
         if (client) {
           let broken: unknown;
           await client.query('ROLLBACK').catch((e: unknown) => (broken = e));
-          client.release(broken instanceof Error ? broken : undefined);
+          if (!setPipeline(client, false)) broken ??= true;
+          client.release(broken instanceof Error ? broken : broken ? true : undefined);
         }
       }
       throw translatePgError(error);
@@ -1378,6 +1451,7 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
       if (isConnectionFailure(error)) broken = error;
       throw translateCommitError(error);
     } finally {
+      if (!setPipeline(client, false)) broken ??= true;
       client.release(broken instanceof Error ? broken : broken ? true : undefined);
     }
     this.#storage.wakeAfterCommit(this.#appended);
@@ -1395,9 +1469,26 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
     } catch (error) {
       broken = error;
     } finally {
+      if (!setPipeline(client, false)) broken ??= true;
       client.release(broken instanceof Error ? broken : broken ? true : undefined);
     }
   }
+}
+
+/**
+ * Turns node-postgres's pipeline mode on or off for a client (pg ≥ 8.2x: queries are written
+ * without waiting for the previous one's answer, answers are matched in order). Only switched while
+ * the client is idle; switching off with queries still on the wire would mismatch their answers,
+ * so it reports false then and the caller discards the client.
+ */
+function setPipeline(client: pg.PoolClient, on: boolean): boolean {
+  const c = client as unknown as { pipeline?: boolean; _sentQueryQueue?: unknown[]; _queryQueue?: unknown[]; _activeQuery?: unknown };
+  if (c.pipeline === undefined || c.pipeline === on) return true;
+  if (!on) {
+    if ((c._sentQueryQueue?.length ?? 0) > 0 || (c._queryQueue?.length ?? 0) > 0 || c._activeQuery) return false;
+  }
+  c.pipeline = on;
+  return true;
 }
 
 type ListenClient = pg.Client | pg.PoolClient;

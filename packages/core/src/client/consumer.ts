@@ -30,6 +30,7 @@ import {
 import type {
   AppendRecord,
   DeferredTransaction,
+  FetchResult,
   GroupSession,
   LiveMember,
   StoredRecord,
@@ -56,7 +57,7 @@ export interface ConsumerInput {
   readonly heartbeatInterval?: number;
   /** Most bytes fetched from one partition at a time (at least one record). @default 1048576 */
   readonly maxBytesPerPartition?: number;
-  /** Most records fetched from one partition at a time. @default 500 */
+  /** Most records fetched from one partition at a time. @default 1000 */
   readonly maxRecordsPerFetch?: number;
   /** Fallback poll (ms) when no notification arrives. @default 5000 */
   readonly maxWaitTimeInMs?: number;
@@ -137,7 +138,7 @@ function resolveConsumerOptions(input: ConsumerInput): ResolvedConsumerOptions {
     sessionTimeout,
     heartbeatInterval,
     maxBytesPerPartition: positiveInt('maxBytesPerPartition', input.maxBytesPerPartition, 1_048_576),
-    maxRecordsPerFetch: positiveInt('maxRecordsPerFetch', input.maxRecordsPerFetch, 500),
+    maxRecordsPerFetch: positiveInt('maxRecordsPerFetch', input.maxRecordsPerFetch, 1_000),
     maxWaitTimeInMs: positiveInt('maxWaitTimeInMs', input.maxWaitTimeInMs, 5_000),
     assignmentStrategy: strategy,
     offsetReset,
@@ -283,6 +284,15 @@ class PartitionState {
   seekGeneration = 0;
   /** Handlers' `signal`: aborted on revocation and on stop. */
   readonly abort = new AbortController();
+  /**
+   * An autocommit of a batch whose handlers wrote nothing through `tx`, still in flight while the
+   * next batch is fetched and handled. Awaited before the next commit (commits stay in order), before
+   * idling, and before the worker ends (so a release or a rejoin never overtakes it).
+   */
+  pendingCommit: Promise<void> | undefined;
+
+  /** The next batch, fetched while the current one is handled: used only if the position is still `from`. */
+  prefetch: { readonly from: bigint; readonly seekGeneration: number; readonly result: Promise<FetchResult> } | undefined;
 
   constructor(tp: TopicPartition, generation: bigint, position: bigint, committed: bigint | null) {
     this.topic = tp.topic;
@@ -723,38 +733,81 @@ export class Consumer<TDb = unknown> {
   // ---- processing -------------------------------------------------------------------------------
 
   async #work(state: PartitionState, session: GroupSession): Promise<void> {
-    while (!state.revoked && !this.#stopping) {
-      if (this.#isPaused(state)) {
-        // Clear the wake-up flag first: appends to a paused partition must not make this loop spin.
+    try {
+      while (!state.revoked && !this.#stopping) {
+        if (this.#isPaused(state)) {
+          // Clear the wake-up flag first: appends to a paused partition must not make this loop spin.
+          state.dirty = false;
+          this.#dropPrefetch(state);
+          await this.#idle(state, this.#options.maxWaitTimeInMs);
+          continue;
+        }
         state.dirty = false;
-        await this.#idle(state, this.#options.maxWaitTimeInMs);
-        continue;
+        const from = state.position;
+        const result = await this.#fetch(state, from);
+        if (from < result.logStartOffset) {
+          state.position = this.#reset(state, from, result.logStartOffset, result.highWatermark);
+          continue;
+        }
+        if (result.records.length === 0) {
+          await this.#idle(state, this.#options.maxWaitTimeInMs);
+          continue;
+        }
+        // More is known to be there: fetch it while this batch's handlers run (one batch ahead).
+        const next = result.records[result.records.length - 1]!.offset + 1n;
+        if (next < result.highWatermark) this.#startPrefetch(state, next);
+        await this.#semaphore.acquire();
+        try {
+          if (state.revoked) break;
+          await this.#processBatch(state, session, result.records, result.highWatermark);
+        } finally {
+          this.#semaphore.release();
+        }
       }
-      state.dirty = false;
-      const from = state.position;
-      const result = await this.#ctx.storage.fetch(state.topic, state.partition, from, {
-        maxRecords: this.#options.maxRecordsPerFetch,
-        maxBytes: this.#options.maxBytesPerPartition,
-      });
-      if (from < result.logStartOffset) {
-        state.position = this.#reset(state, from, result.logStartOffset, result.highWatermark);
-        continue;
-      }
-      if (result.records.length === 0) {
-        await this.#idle(state, this.#options.maxWaitTimeInMs);
-        continue;
-      }
-      await this.#semaphore.acquire();
-      try {
-        if (state.revoked) break;
-        await this.#processBatch(state, session, result.records, result.highWatermark);
-      } finally {
-        this.#semaphore.release();
-      }
+    } finally {
+      this.#dropPrefetch(state);
+      // The last autocommit lands before the partition is released (or the member leaves).
+      await this.#settleCommit(state);
     }
   }
 
+  #fetch(state: PartitionState, from: bigint): Promise<FetchResult> {
+    const ahead = state.prefetch;
+    state.prefetch = undefined;
+    if (ahead && ahead.from === from && ahead.seekGeneration === state.seekGeneration) return ahead.result;
+    ahead?.result.catch(() => {});
+    return this.#ctx.storage.fetch(state.topic, state.partition, from, {
+      maxRecords: this.#options.maxRecordsPerFetch,
+      maxBytes: this.#options.maxBytesPerPartition,
+    });
+  }
+
+  #startPrefetch(state: PartitionState, from: bigint): void {
+    const result = this.#ctx.storage.fetch(state.topic, state.partition, from, {
+      maxRecords: this.#options.maxRecordsPerFetch,
+      maxBytes: this.#options.maxBytesPerPartition,
+    });
+    result.catch(() => {}); // a failed prefetch is reported when (if) it is used
+    state.prefetch = { from, seekGeneration: state.seekGeneration, result };
+  }
+
+  #dropPrefetch(state: PartitionState): void {
+    state.prefetch?.result.catch(() => {});
+    state.prefetch = undefined;
+  }
+
+  /** Waits for the partition's autocommit in flight; its failure (e.g. fenced) is thrown here. */
+  async #settleCommit(state: PartitionState): Promise<void> {
+    const pending = state.pendingCommit;
+    if (!pending) return;
+    state.pendingCommit = undefined;
+    await pending;
+  }
+
   async #idle(state: PartitionState, ms: number): Promise<void> {
+    if (state.dirty || state.revoked || this.#stopping) return;
+    // Caught up: the last autocommit lands before waiting (lag reads 0 while idle).
+    await this.#settleCommit(state);
     if (state.dirty || state.revoked || this.#stopping) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, ms);
@@ -780,23 +833,41 @@ export class Consumer<TDb = unknown> {
     const finish = async () => {
       // Offsets, buffered publishes and the handlers' writes: one commit, fenced by generation.
       const commitOffset = autoCommit && state.committed !== state.position;
-      await batch.finish(commitOffset ? { groupId: this.groupId, offset: state.position, state, fence: this.#fence(state, session) } : undefined);
-      if (commitOffset) {
-        state.committed = state.position;
+      // The previous batch's autocommit first: commits of a partition land in offset order.
+      await this.#settleCommit(state);
+      const advance = commitOffset ? { groupId: this.groupId, offset: state.position, state, fence: this.#fence(state, session) } : undefined;
+      const offset = state.position;
+      const committed = () => {
         this.#emit(ConsumerEvents.COMMIT_OFFSETS, {
           groupId: this.groupId,
           memberId: session.memberId,
-          topics: [{ topic: state.topic, partitions: [{ partition: state.partition, offset: state.position.toString() }] }],
+          topics: [{ topic: state.topic, partitions: [{ partition: state.partition, offset: offset.toString() }] }],
         });
+      };
+      if (advance && batch.offsetOnly) {
+        // Nothing but the offset to commit (handlers never used tx): it is not part of any effect's
+        // transaction, so it goes on while the next batch is handled (awaited before the next commit).
+        state.committed = offset;
+        state.pendingCommit = batch.finish(advance).then(committed);
+        state.pendingCommit.catch(() => {});
+        return;
+      }
+      await batch.finish(advance);
+      if (commitOffset) {
+        state.committed = offset;
+        committed();
       }
     };
     try {
       if (config.eachBatch) {
         await this.#runBatchHandler(state, session, records, highWatermark, batch, config);
       } else {
+        // The payload's functions and the topic's contract are the same for every record of the batch.
+        const shared = { topic: state.topic, partition: state.partition, ...this.#payloadBase(state, session, batch) };
+        const contract = config.eachEvent ? this.#subscriptionOf(state.topic)!.contract! : undefined;
         for (const record of records) {
           if (state.revoked || this.#stopping || state.seekGeneration !== seekGeneration || this.#isPaused(state)) break;
-          const handled = await this.#handleRecord(state, session, record, batch, config);
+          const handled = await this.#handleRecord(state, session, record, batch, config, shared, contract);
           if (handled === 'retry-later') return;
           if (handled === 'paused') break;
           if (state.seekGeneration === seekGeneration) state.position = record.offset + 1n;
@@ -834,25 +905,24 @@ export class Consumer<TDb = unknown> {
     record: StoredRecord,
     batch: BatchTransaction<TDb>,
     config: ConsumerRunConfig<TDb>,
+    shared: Omit<EachMessagePayload<TDb>, 'message'>,
+    contract: TopicContract | undefined,
   ): Promise<'done' | 'paused' | 'retry-later'> {
     const message = toKafkaMessage(record);
+    const run = config.eachEvent
+      ? () => {
+          let event: DecodedEvent;
+          try {
+            event = decodeEvent(contract!, record, this.#ctx.codecs, { unknownVersion: this.#options.onUnknownVersion });
+          } catch (error) {
+            return Promise.reject(new UndecodableRecord(error));
+          }
+          return config.eachEvent!({ ...shared, message, event });
+        }
+      : () => config.eachMessage!({ ...shared, message });
     for (let attempt = 0; ; attempt++) {
       try {
-        await batch.savepoint(async () => {
-          const base = { topic: state.topic, partition: state.partition, message, ...this.#payloadBase(state, session, batch) };
-          if (config.eachEvent) {
-            const contract = this.#subscriptionOf(state.topic)!.contract!;
-            let event: DecodedEvent;
-            try {
-              event = decodeEvent(contract, record, this.#ctx.codecs, { unknownVersion: this.#options.onUnknownVersion });
-            } catch (error) {
-              throw new UndecodableRecord(error);
-            }
-            await config.eachEvent({ ...base, event });
-          } else {
-            await config.eachMessage!(base);
-          }
-        });
+        await batch.savepoint(run);
         return 'done';
       } catch (error) {
         if (error instanceof IllegalGenerationError) throw error;
@@ -860,6 +930,7 @@ export class Consumer<TDb = unknown> {
         const cause = undecodable ? error.cause : error;
         if (!undecodable && attempt < this.#options.retry.retries && !this.#stopping && !state.revoked) {
           // Commit what succeeded so far, then retry this record in a fresh transaction after a backoff.
+          await this.#settleCommit(state);
           await batch.checkpoint(
             (config.autoCommit ?? true) && state.committed !== state.position
               ? { groupId: this.groupId, offset: state.position, state, fence: this.#fence(state, session) }
@@ -1031,6 +1102,11 @@ class BatchTransaction<TDb> {
         return self.#aggregates;
       },
     };
+  }
+
+  /** True while the batch has nothing to commit but (possibly) its offset: no tx use, no publishes. */
+  get offsetOnly(): boolean {
+    return !this.#tx.begun && this.#committed.length === 0 && this.#current.length === 0;
   }
 
   async savepoint(fn: () => Promise<void>): Promise<void> {
