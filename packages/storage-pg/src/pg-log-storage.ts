@@ -212,6 +212,14 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       // An idle client whose server went away emits 'error'; the pool drops it and the next query
       // opens a new connection. Without a listener Node would crash the process.
       pool.on('error', () => {});
+      // A backend terminated right after its startup can send its FATAL in the same packet as
+      // ReadyForQuery: pg-pool hands the client over (idle listener removed) and the error is
+      // emitted before the caller could attach one — an uncaught exception. Every client of our
+      // pool carries a listener from birth; failures still reach callers through their queries.
+      pool.on('connect', (client) => {
+        guardedClients.add(client);
+        client.on('error', () => {});
+      });
       this.#pool = pool;
       this.#ownsPool = true;
     }

@@ -7,7 +7,7 @@ import { Annals, CommitOutcomeUnknownError, ProducerFencedError, TransactionTime
 import { FaultProxy } from '@annals/testing';
 import { describe, expect, it } from 'vitest';
 import { PgLogStorage } from '../src/index.js';
-import { adminClient, database, freshAnnals, sleep } from './support.js';
+import { adminClient, database, freshAnnals, freshStorage, sleep } from './support.js';
 
 async function readAll(annals: Annals<any>, topic: string, partitions: number): Promise<string[]> {
   const values: string[] = [];
@@ -102,7 +102,10 @@ describe('unresolved outcomes', () => {
 
 describe('terminated backends', () => {
   it('idempotent sends keep going while the producer backends are terminated: each acknowledged record once', async () => {
-    const annals = freshAnnals();
+    // A session is terminated every 15 ms and an idempotent send needs a few round trips plus a
+    // new connection: give it the retries to get through (the claim here is exactly-once, not
+    // how many attempts it takes).
+    const annals = new Annals({ clientId: 'test', storage: freshStorage(), retry: { retries: 40, initialRetryTime: 20, maxRetryTime: 250 }, cleaner: false });
     await annals.admin().createTopics({ topics: [{ topic: 'term', numPartitions: 2 }] });
     const admin = await adminClient();
     const producer = annals.producer({ idempotent: true });
@@ -132,6 +135,7 @@ describe('terminated backends', () => {
     }
     expect(terminated).toBeGreaterThan(0);
     const stored = await readAll(annals, 'term', 2);
+    await annals.disconnect();
     expect(stored.length).toBe(acknowledged.length);
     expect(new Set(stored)).toEqual(new Set(acknowledged));
   }, 60_000);
@@ -221,5 +225,20 @@ describe('a connect that fails', () => {
     await expect(storage.connect()).rejects.toMatchObject({ name: expect.stringMatching(/Error$/) });
     expect(() => storage.pool).toThrow(/not connected/);
     await storage.disconnect(); // a no-op, and idempotent
+  });
+});
+
+describe('clients of the storage pool', () => {
+  it('regression: carry an error listener from the moment pg-pool hands them over (a FATAL sent with ReadyForQuery used to be an uncaught exception)', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    const client = await storage.pool.connect();
+    try {
+      // pg-pool removes its idle listener before resolving connect(): without ours, an 'error'
+      // emitted before the caller attaches one crashes the process.
+      expect(client.listenerCount('error')).toBeGreaterThan(0);
+    } finally {
+      client.release();
+    }
   });
 });
