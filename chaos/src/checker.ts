@@ -16,6 +16,7 @@
  * | order           | per key, offsets out of send order in the log, or out of order in one member's stream | 2   |
  * | skipped         | a gap in a partition's offsets, a forward jump in one member's stream, or a record a drained group never got | 1 |
  * | double-owner    | two sessions hold a partition's lock at once, or two members interleave deliveries of one partition with no rebalance between | 3 |
+ * | not-routed      | a poison or hostile record did not reach the dead-letter topic exactly once     | 7         |
  * | crash           | a worker died on its own (not killed by the harness)                            | —         |
  * | stalled         | the harness gave up waiting (a group did not drain in time)                     | liveness  |
  *
@@ -35,6 +36,7 @@ export type ViolationKind =
   | 'order'
   | 'skipped'
   | 'double-owner'
+  | 'not-routed'
   | 'crash'
   | 'stalled';
 
@@ -49,6 +51,7 @@ export const VIOLATION_KINDS: readonly ViolationKind[] = [
   'order',
   'skipped',
   'double-owner',
+  'not-routed',
   'crash',
   'stalled',
 ];
@@ -63,6 +66,8 @@ export interface CheckOptions {
   readonly exactlyOnce?: Readonly<Record<string, readonly string[]>>;
   /** Groups that consumed their topics to the end: every record (except hostile ones, which no handler can take) must have been delivered to them. */
   readonly drained?: Readonly<Record<string, readonly string[]>>;
+  /** Source topic → its dead-letter topic: every poison or hostile record of the source must be in the dead-letter topic exactly once. */
+  readonly deadLetter?: Readonly<Record<string, string>>;
 }
 
 export interface CheckResult {
@@ -79,7 +84,7 @@ export interface CheckResult {
   readonly recoveryP99: number | null;
 }
 
-type Ev<K extends HistoryEvent['e']> = Extract<HistoryEvent, { e: K }>;
+type Ev<K extends HistoryEvent['e']> = HistoryEvent extends infer H ? (H extends { e: infer E } ? (K extends E ? H & { e: K } : never) : never) : never;
 const of = <K extends HistoryEvent['e']>(history: readonly HistoryEvent[], kind: K): Ev<K>[] =>
   history.filter((x): x is Ev<K> => x.e === kind);
 const tv = (topic: string, v: string) => `${topic}\u0000${v}`;
@@ -375,6 +380,18 @@ export function detectDoubleOwners(history: readonly HistoryEvent[], disturbance
   return out;
 }
 
+export function detectNotRouted(history: readonly HistoryEvent[], options: CheckOptions, log = new FinalLog(history)): Violation[] {
+  const out: Violation[] = [];
+  for (const [source, dlq] of Object.entries(options.deadLetter ?? {})) {
+    for (const s of of(history, 'send')) {
+      if (s.topic !== source || !(s.poison || s.hostile) || !log.has(source, s.v)) continue;
+      const n = log.byValue.get(tv(dlq, s.v))?.length ?? 0;
+      if (n !== 1) out.push({ kind: 'not-routed', detail: `${s.poison ? 'poison' : 'hostile'} record ${s.v} of ${source} is in ${dlq} ${n} time(s), expected once` });
+    }
+  }
+  return out;
+}
+
 export function detectCrashes(history: readonly HistoryEvent[]): Violation[] {
   const out: Violation[] = [];
   for (const x of of(history, 'exit')) {
@@ -437,6 +454,7 @@ export function check(history: readonly HistoryEvent[], options: CheckOptions = 
     ...detectOrder(history, disturbances, log),
     ...detectSkipped(history, options, disturbances, log),
     ...detectDoubleOwners(history, disturbances),
+    ...detectNotRouted(history, options, log),
     ...detectCrashes(history),
     ...detectStalls(history),
   ];

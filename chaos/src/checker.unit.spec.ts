@@ -145,6 +145,14 @@ describe('checker', () => {
     expect(kinds([...h, { e: 'fault', t: 5.5, kind: 'terminate', targets: ['c1'], affects: 'consumers' }])).toEqual([]);
   });
 
+  it('not-routed: a poison record missing from the dead-letter topic, or there twice', () => {
+    const h = [...clean(), send('p', { poison: true }), ack('p', 'ok', 8), log('p', 2), deliver('p', 2, 9)];
+    const opts = { ...options, deadLetter: { t: 'dlq' } };
+    expect(check([...h, log('p', 0, 0, 'dlq')], opts).violations).toEqual([]);
+    expect(check(h, opts).violations.map((v) => v.kind)).toEqual(['not-routed']);
+    expect(check([...h, log('p', 0, 0, 'dlq'), log('p', 1, 0, 'dlq')], opts).violations.map((v) => v.kind)).toEqual(['not-routed']);
+  });
+
   it('crash and stalled', () => {
     expect(kinds([...clean(), { e: 'exit', t: 9, proc: 'c1', code: 1, signal: null, expected: false }])).toEqual(['crash']);
     expect(kinds([...clean(), { e: 'exit', t: 9, proc: 'c1', code: null, signal: 'SIGKILL', expected: true }])).toEqual([]);
