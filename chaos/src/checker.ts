@@ -407,11 +407,18 @@ export function detectStalls(history: readonly HistoryEvent[]): Violation[] {
   return of(history, 'stall').map((x) => ({ kind: 'stalled' as const, detail: x.detail }));
 }
 
-/** Milliseconds from each fault to the first progress (an `ok` acknowledgement, a delivery) after it ended. */
+/**
+ * Milliseconds from each fault to the first progress after it ended — counted only when there was
+ * work to resume: for consumers, a record acknowledged before the fault ended and not yet delivered
+ * when it began; for producers, a send still to be answered after the fault began.
+ */
 export function recoveryTimes(history: readonly HistoryEvent[]): number[] {
-  const acks = of(history, 'ack').filter((a) => a.outcome === 'ok').map((a) => a.t).sort((a, b) => a - b);
-  const deliveries = of(history, 'deliver').map((d) => d.t).sort((a, b) => a - b);
-  const firstAfter = (list: number[], t: number) => {
+  const okAcks = of(history, 'ack').filter((a) => a.outcome === 'ok').sort(byTime);
+  const answered = of(history, 'ack').map((a) => a.t).sort((a, b) => a - b);
+  const deliveries = of(history, 'deliver').sort(byTime);
+  const firstDelivery = new Map<string, number>();
+  for (const d of deliveries) if (!firstDelivery.has(tv(d.topic, d.v))) firstDelivery.set(tv(d.topic, d.v), d.t);
+  const firstAfter = (list: readonly number[], t: number) => {
     let lo = 0;
     let hi = list.length;
     while (lo < hi) {
@@ -421,13 +428,21 @@ export function recoveryTimes(history: readonly HistoryEvent[]): number[] {
     }
     return lo < list.length ? list[lo]! : undefined;
   };
+  const ackTimes = okAcks.map((a) => a.t);
+  const deliveryTimes = deliveries.map((d) => d.t);
   const out: number[] = [];
   for (const f of of(history, 'fault')) {
     const end = f.until ?? f.t;
-    const candidates = [
-      f.affects !== 'consumers' ? firstAfter(acks, end) : undefined,
-      f.affects !== 'producers' ? firstAfter(deliveries, end) : undefined,
-    ].filter((x): x is number => x !== undefined);
+    const candidates: number[] = [];
+    if (f.affects !== 'consumers' && firstAfter(answered, f.t) !== undefined) {
+      const next = firstAfter(ackTimes, end);
+      if (next !== undefined) candidates.push(next);
+    }
+    if (f.affects !== 'producers') {
+      const pending = okAcks.some((a) => a.t <= end && (firstDelivery.get(tv(a.topic, a.v)) ?? Infinity) > f.t);
+      const next = pending ? firstAfter(deliveryTimes, end) : undefined;
+      if (next !== undefined) candidates.push(next);
+    }
     if (candidates.length > 0) out.push(Math.min(...candidates) - f.t);
   }
   return out;

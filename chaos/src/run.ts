@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { check, VIOLATION_KINDS, type CheckResult } from './checker.js';
-import { openScenario } from './harness.js';
+import { createTemplate, openScenario } from './harness.js';
 import { readHistory } from './history.js';
 import { ChaosProxy } from './proxy.js';
 import { scenarios, type Hooks, type ScenarioDef } from './scenarios.js';
@@ -62,10 +62,10 @@ async function withOwnServer<T>(fn: (url: string, restart: () => Promise<void>) 
   }
 }
 
-async function runOne(def: ScenarioDef): Promise<Row> {
+async function runOne(def: ScenarioDef, template: string | undefined): Promise<Row> {
   const started = Date.now();
   const body = async (url: string, hooks: Hooks): Promise<Row> => {
-    const { scenario, close } = await openScenario(def.name, short, url, runDir);
+    const { scenario, close } = await openScenario(def.name, short, url, runDir, def.ownServer ? undefined : template);
     let error: string | undefined;
     let result: CheckResult | undefined;
     let proxy: ChaosProxy | undefined;
@@ -139,17 +139,19 @@ async function main(): Promise<void> {
   const selected = scenarios.filter((s) => !only || only.includes(s.name));
   const rows: Row[] = [];
   const t0 = Date.now();
+  const template = selected.some((d) => !d.pending && !d.ownServer) ? await createTemplate(serverUrl) : undefined;
   for (const def of selected) {
     if (def.pending) {
       rows.push({ def, seconds: 0 });
       continue;
     }
     process.stderr.write(`chaos: ${def.name} …`);
-    const row = await runOne(def);
+    const row = await runOne(def, template?.name);
     const bad = row.error ? 'harness error' : VIOLATION_KINDS.filter((k) => row.result!.counts[k] > 0).join(', ') || 'ok';
     process.stderr.write(` ${row.seconds.toFixed(0)} s, ${bad}\n`);
     rows.push(row);
   }
+  await template?.drop().catch(() => {});
   const elapsed = (Date.now() - t0) / 1000;
   const failed = rows.some((r) => !r.def.pending && (!r.result || r.result.violations.length > 0));
   const report = [

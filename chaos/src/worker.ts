@@ -43,6 +43,7 @@ process.on('message', (m) => {
 // Producers
 
 async function runProducers(c: ProducerConfig): Promise<number> {
+  await annals.storage.connect(); // the storage-level modes use it directly
   const deadline = Date.now() + c.maxMs;
   let sent = 0;
   const one = async (j: number) => {
@@ -124,7 +125,10 @@ async function runProducers(c: ProducerConfig): Promise<number> {
           case 'long-tx':
             await annals.storage.transaction(async (stx) => {
               await stx.append([{ topic: c.topic, partition, records: values.map(rec) }]);
-              await sleep(c.longTxMs ?? 2_000);
+              const t = Date.now();
+              const ms = c.longTxMs ?? 2_000;
+              history.write({ e: 'fault', t, kind: 'long-transaction', targets: [label], affects: 'producers', until: t + ms, detail: `holds the head lock of ${c.topic}[${partition}] for ${ms} ms` });
+              await sleep(ms);
             });
             break;
         }
@@ -185,7 +189,9 @@ function watch(c: ConsumerConfig, consumer: Consumer): void {
   });
   consumer.on(consumer.events.CRASH, (e) => {
     const payload = e.payload as { error: Error; restart: boolean };
-    history.write({ e: 'crash', ...base(), detail: `${payload.restart ? 'restart' : 'fatal'}: ${payload.error?.message ?? String(payload.error)}`.slice(0, 500) });
+    const error = payload.error as (Error & { code?: string; cause?: unknown }) | undefined;
+    const where = payload.restart ? '' : ` | ${(error?.stack ?? '').split('\n').slice(1, 7).map((l) => l.trim()).join(' < ')} | cause: ${String((error?.cause as Error | undefined)?.stack ?? error?.cause ?? '').split('\n').slice(0, 4).join(' < ')}`;
+    history.write({ e: 'crash', ...base(), detail: `${payload.restart ? 'restart' : 'fatal'}: ${error?.message ?? String(error)} (${error?.name}${error?.code ? ` ${error.code}` : ''})${where}`.slice(0, 1500) });
   });
   consumer.on(consumer.events.DEAD_LETTER, (e) => {
     const payload = e.payload as { topic: string; partition: number; offset: string };
