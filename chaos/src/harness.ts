@@ -194,6 +194,7 @@ export class Scenario {
 
   /** Waits (bounded) until every group has committed up to the log end of its topics; writes a `stall` if not. */
   async drain(groups: Record<string, readonly string[]>, timeoutMs: number): Promise<boolean> {
+    this.note('producers done; draining');
     const deadline = Date.now() + timeoutMs;
     let behind = '';
     while (Date.now() < deadline) {
@@ -213,7 +214,10 @@ export class Scenario {
       } catch (error) {
         behind = `drain check failed: ${String(error)}`;
       }
-      if (behind === '') return true;
+      if (behind === '') {
+        this.note('drained');
+        return true;
+      }
       await sleep(200);
     }
     this.env.history.write({ e: 'stall', t: Date.now(), detail: `not drained after ${timeoutMs} ms:${behind.slice(0, 800)}` });

@@ -65,7 +65,14 @@ async function withOwnServer<T>(fn: (url: string, restart: () => Promise<void>) 
 async function runOne(def: ScenarioDef, template: string | undefined): Promise<Row> {
   const started = Date.now();
   const body = async (url: string, hooks: Hooks): Promise<Row> => {
+    const phases: string[] = [];
+    let mark = Date.now();
+    const phase = (name: string) => {
+      phases.push(`${name} ${((Date.now() - mark) / 1000).toFixed(1)}s`);
+      mark = Date.now();
+    };
     const { scenario, close } = await openScenario(def.name, short, url, runDir, def.ownServer ? undefined : template);
+    phase('open');
     let error: string | undefined;
     let result: CheckResult | undefined;
     let proxy: ChaosProxy | undefined;
@@ -77,9 +84,13 @@ async function runOne(def: ScenarioDef, template: string | undefined): Promise<R
         scenario.env.workerUrl = proxy.connectionString(scenario.env.directUrl);
       }
       const outcome = await def.run!(scenario, { ...hooks, ...(proxy ? { proxy } : {}) });
+      phase('run');
       await scenario.recordFinalState(outcome.topics, outcome.decodeValue);
       await close(keep);
+      phase('read+close');
       result = check(readHistory(scenario.env.dir), outcome.options);
+      phase('check');
+      process.stderr.write(` [${phases.join(', ')}]`);
     } catch (e) {
       error = String((e as Error)?.stack ?? e);
       await close(true).catch(() => {});
