@@ -26,6 +26,8 @@ const args = process.argv.slice(2);
 const short = args.includes('--short') || process.env['CHAOS_SHORT'] === '1';
 const keep = args.includes('--keep');
 const only = args.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
+/** Scenarios run at once (each in its own database, with its own processes): most of a scenario is waiting. */
+const parallel = Number(args.find((a) => a.startsWith('--parallel='))?.slice('--parallel='.length) ?? (short ? 3 : 1));
 const serverUrl = process.env['CHAOS_DATABASE_URL'] ?? process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 if (!/^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/.test(new URL(serverUrl).hostname)) {
   console.error(`chaos only runs against a loopback server, not ${new URL(serverUrl).hostname}`);
@@ -40,6 +42,7 @@ interface Row {
   readonly result?: CheckResult;
   readonly error?: string;
   readonly seconds: number;
+  readonly phases?: string;
 }
 
 async function withOwnServer<T>(fn: (url: string, restart: () => Promise<void>) => Promise<T>): Promise<T> {
@@ -90,14 +93,14 @@ async function runOne(def: ScenarioDef, template: string | undefined): Promise<R
       phase('read+close');
       result = check(readHistory(scenario.env.dir), outcome.options);
       phase('check');
-      process.stderr.write(` [${phases.join(', ')}]`);
+
     } catch (e) {
       error = String((e as Error)?.stack ?? e);
       await close(true).catch(() => {});
     } finally {
       await proxy?.stop();
     }
-    return { def, ...(result ? { result } : {}), ...(error ? { error } : {}), seconds: (Date.now() - started) / 1000 };
+    return { def, ...(result ? { result } : {}), ...(error ? { error } : {}), seconds: (Date.now() - started) / 1000, phases: `[${phases.join(', ')}]` };
   };
   if (def.ownServer) return withOwnServer((url, restart) => body(url, { restartServer: restart }));
   return body(serverUrl, {});
@@ -151,22 +154,24 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const t0 = Date.now();
   const template = selected.some((d) => !d.pending && !d.ownServer) ? await createTemplate(serverUrl) : undefined;
-  for (const def of selected) {
-    if (def.pending) {
-      rows.push({ def, seconds: 0 });
-      continue;
+  const byName = new Map<string, Row>();
+  const queue = selected.filter((d) => !d.pending);
+  const lane = async () => {
+    for (let def = queue.shift(); def; def = queue.shift()) {
+      process.stderr.write(`chaos: ${def.name} started\n`);
+      const row = await runOne(def, template?.name);
+      const bad = row.error ? `harness error: ${row.error.split('\n')[0]}` : VIOLATION_KINDS.filter((k) => row.result!.counts[k] > 0).join(', ') || 'ok';
+      process.stderr.write(`chaos: ${def.name} ${row.seconds.toFixed(0)} s ${row.phases ?? ''}: ${bad}\n`);
+      byName.set(def.name, row);
     }
-    process.stderr.write(`chaos: ${def.name} …`);
-    const row = await runOne(def, template?.name);
-    const bad = row.error ? 'harness error' : VIOLATION_KINDS.filter((k) => row.result!.counts[k] > 0).join(', ') || 'ok';
-    process.stderr.write(` ${row.seconds.toFixed(0)} s, ${bad}\n`);
-    rows.push(row);
-  }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, parallel) }, lane));
+  for (const def of selected) rows.push(def.pending ? { def, seconds: 0 } : byName.get(def.name)!);
   await template?.drop().catch(() => {});
   const elapsed = (Date.now() - t0) / 1000;
   const failed = rows.some((r) => !r.def.pending && (!r.result || r.result.violations.length > 0));
   const report = [
-    `Annals chaos run, ${short ? 'short' : 'long'} mode, ${new Date().toISOString()}, ${elapsed.toFixed(0)} s, PostgreSQL at ${new URL(serverUrl).host} (restart scenario: embedded)`,
+    `Annals chaos run, ${short ? 'short' : 'long'} mode, ${new Date().toISOString()}, ${elapsed.toFixed(0)} s (${parallel} at a time), PostgreSQL at ${new URL(serverUrl).host} (restart scenario: an embedded server the harness owns)`,
     '',
     table(rows),
     '',

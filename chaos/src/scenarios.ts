@@ -295,6 +295,7 @@ export const scenarios: ScenarioDef[] = [
       const spawn = () => s.consumer({ ...eo('eo', ['work']), heartbeatInterval: 200 });
       for (let i = 0; i < 2; i++) spawn();
       for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 6, producers: 1, count: n(s, 80, 2_000), keys: 12, modes: ['idempotent', 'txn'], paceMs: 10, maxMs: 90_000 });
+      await Promise.all(s.workers.map((w) => w.ready.catch(() => {})));
       for (let k = 0; k < n(s, 8, 60); k++) {
         await sleep(400 + Math.random() * 300);
         const live = s.live('c');
@@ -323,6 +324,7 @@ export const scenarios: ScenarioDef[] = [
       s.consumer(eo('eo', ['orders', 'audit']));
       const spawn = () => s.producer({ topic: 'orders', topic2: 'audit', partitions: 3, producers: 1, count: n(s, 25, 600), keys: 6, modes: ['multi-txn', 'multi-txn-abort', 'multi-txn'], paceMs: 4, maxMs: 60_000 });
       const producers: Worker[] = [spawn(), spawn(), spawn()];
+      await Promise.all(s.workers.map((w) => w.ready.catch(() => {})));
       for (let k = 0; k < n(s, 4, 20); k++) {
         await sleep(500 + Math.random() * 400);
         const victim = pick(producers.filter((w) => !w.exited));
