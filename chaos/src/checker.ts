@@ -15,7 +15,7 @@
  * | effects         | an exactly-once handler's effect for a record was applied ≠ 1 time              | 4         |
  * | order           | per key, offsets out of send order in the log, or out of order in one member's stream | 2   |
  * | skipped         | a gap in a partition's offsets, a forward jump in one member's stream, or a record a drained group never got | 1 |
- * | double-owner    | two sessions hold a partition's lock at once, or two members interleave deliveries of one partition with no rebalance between | 3 |
+ * | double-owner    | two sessions hold a partition's lock at once, or two members interleave committed work on one partition with no rebalance between | 3 |
  * | not-routed      | a poison or hostile record did not reach the dead-letter topic exactly once     | 7         |
  * | crash           | a worker died on its own (not killed by the harness)                            | —         |
  * | stalled         | the harness gave up waiting (a group did not drain in time)                     | liveness  |
@@ -356,10 +356,29 @@ export function detectDoubleOwners(history: readonly HistoryEvent[], disturbance
   for (const s of of(history, 'owners')) {
     if (new Set(s.holders).size > 1) out.push({ kind: 'double-owner', detail: `at ${s.t} group ${s.g} ${s.topic}[${s.p}] lock held by sessions ${s.holders.join(', ')}` });
   }
-  // The group's own view: deliveries of one partition go A … B … A with nothing taking it from A between.
+  // The group's own view: committed work on one partition goes A … B … A with nothing taking it
+  // from A between. Only deliveries whose batch the member then committed count: a zombie (a
+  // member whose session was terminated or expired) may finish its batch in hand, but its commit
+  // is fenced and its writes roll back — that is allowed; two members both committing is not.
+  const commits = new Map<string, number[][]>();
+  for (const c of of(history, 'commit')) {
+    const key = `${c.proc}/${c.g}/${c.topic}/${c.p}`;
+    (commits.get(key) ?? commits.set(key, []).get(key)!).push([c.t, c.o]);
+  }
+  const ends = new Map<string, number[]>();
+  for (const x of history) {
+    if (x.e === 'crash' || x.e === 'join' || x.e === 'stop' || x.e === 'exit') (ends.get(x.proc) ?? ends.set(x.proc, []).get(x.proc)!).push(x.t);
+  }
+  for (const list of commits.values()) list.sort((a, b) => a[0]! - b[0]!);
+  for (const list of ends.values()) list.sort((a, b) => a - b);
+  const committedWork = (d: Ev<'deliver'>) => {
+    const c = commits.get(`${d.proc}/${d.g}/${d.topic}/${d.p}`)?.find(([t]) => t! >= d.t);
+    const end = ends.get(d.proc)?.find((t) => t >= d.t);
+    return c !== undefined && c[1]! > d.o && (end === undefined || c[0]! <= end);
+  };
   const lastByPartition = new Map<string, Ev<'deliver'>>();
   const lastByProc = new Map<string, Ev<'deliver'>>();
-  for (const d of of(history, 'deliver').sort(byTime)) {
+  for (const d of of(history, 'deliver').filter(committedWork).sort(byTime)) {
     const pk = `${d.g}/${d.topic}/${d.p}`;
     const prev = lastByPartition.get(pk);
     const mine = lastByProc.get(`${pk}/${d.proc}`);

@@ -131,14 +131,20 @@ describe('checker', () => {
     expect(kinds(h)).toEqual(['double-owner']);
   });
 
-  it('double-owner: two members interleave deliveries of one partition with no rebalance', () => {
+  it('double-owner: two members interleave committed work on one partition with no rebalance', () => {
+    const commit = (proc: string, o: number, t: number): HistoryEvent => ({ e: 'commit', t, proc, g: 'g', m: `m-${proc}`, topic: 't', p: 0, o });
     const h = [
       ...clean().filter((x) => x.e !== 'deliver'),
       send('c'), ack('c', 'ok', 4), log('c', 2), effect('c', 1),
       deliver('a', 0, 5, 'c1'),
+      commit('c1', 1, 5.1),
       deliver('b', 1, 6, 'c2'),
+      commit('c2', 2, 6.1),
       deliver('c', 2, 7, 'c1'),
+      commit('c1', 3, 7.1),
     ];
+    // A zombie's work that was never committed (fenced) does not count.
+    expect(kinds(h.filter((x) => !(x.e === 'commit' && x.proc === 'c2')))).toEqual(['skipped']);
     // c1's own stream also jumps from @0 to @2.
     expect(kinds(h)).toEqual(['double-owner', 'skipped']);
     // With a fault on c1 between, c1 may have lost and regained the partition.

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { HistoryWriter, valueText, type HistoryEvent } from './history.js';
-import type { ConsumerConfig, FromWorker, ProducerConfig } from './protocol.js';
+import type { ConsumerConfig, FromWorker, ProducerConfig, RebuilderConfig } from './protocol.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker.js');
@@ -28,6 +28,7 @@ export class Worker {
   readonly done: Promise<void>;
   readonly exit: Promise<void>;
   sent = 0;
+  progress: { eventsDone: number; eventsTotal: number } | undefined;
 
   constructor(proc: string, child: ChildProcess, history: HistoryWriter, onMember: (w: Worker) => void) {
     this.proc = proc;
@@ -46,7 +47,8 @@ export class Worker {
       } else if (m.type === 'done') {
         this.sent = m.sent;
         done();
-      } else if (m.type === 'error') fail(new Error(`${proc}: ${m.message}`));
+      } else if (m.type === 'progress') this.progress = { eventsDone: m.eventsDone, eventsTotal: m.eventsTotal };
+      else if (m.type === 'error') fail(new Error(`${proc}: ${m.message}`));
     });
     this.exit = new Promise<void>((resolve) =>
       child.on('exit', (code, signal) => {
@@ -117,7 +119,7 @@ export class Scenario {
     this.env.history.write({ e: 'note', t: Date.now(), proc: 'harness', detail });
   }
 
-  #spawn(prefix: string, build: (proc: string, historyFile: string) => ProducerConfig | ConsumerConfig): Worker {
+  #spawn(prefix: string, build: (proc: string, historyFile: string) => ProducerConfig | ConsumerConfig | RebuilderConfig): Worker {
     const proc = `${prefix}${++this.#counter}`;
     const historyFile = path.join(this.env.dir, `${proc}.jsonl`);
     const config = build(proc, historyFile);
@@ -138,6 +140,10 @@ export class Scenario {
 
   consumer(input: Omit<ConsumerConfig, 'role' | 'proc' | 'historyFile' | 'connectionString' | 'schema'>): Worker {
     return this.#spawn('c', (proc, historyFile) => ({ role: 'consumer', proc, historyFile, connectionString: this.env.workerUrl, schema: this.env.schema, ...input }));
+  }
+
+  rebuilder(input: Omit<RebuilderConfig, 'role' | 'proc' | 'historyFile' | 'connectionString' | 'schema'>): Worker {
+    return this.#spawn('r', (proc, historyFile) => ({ role: 'rebuilder', proc, historyFile, connectionString: this.env.workerUrl, schema: this.env.schema, ...input }));
   }
 
   workerOfMember(memberId: string): Worker | undefined {

@@ -68,12 +68,21 @@ export interface ConsumerConfig extends CommonConfig {
   readonly typed?: { readonly partitions: number };
 }
 
-export type WorkerConfig = ProducerConfig | ConsumerConfig;
+/** Rebuilds the `seen` projection (a document per event id, counting its applications) over the typed topic. */
+export interface RebuilderConfig extends CommonConfig {
+  readonly role: 'rebuilder';
+  readonly topic: string;
+  readonly partitions: number;
+  readonly batchSize: number;
+}
+
+export type WorkerConfig = ProducerConfig | ConsumerConfig | RebuilderConfig;
 
 export type FromWorker =
   | { readonly type: 'ready' }
   | { readonly type: 'member'; readonly memberId: string }
   | { readonly type: 'done'; readonly sent: number }
+  | { readonly type: 'progress'; readonly eventsDone: number; readonly eventsTotal: number }
   | { readonly type: 'error'; readonly message: string };
 
 export type ToWorker = 'stop';

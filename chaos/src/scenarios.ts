@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { CheckOptions } from './checker.js';
 import { sleep, type Scenario, type Worker } from './harness.js';
 import type { ProducerMode } from './protocol.js';
-import { ChaosEvent, typedTopic } from './typed.js';
+import { ChaosEvent, SEEN_GROUP, SEEN_PROJECTION, seenProjection, typedTopic } from './typed.js';
 import { valueText } from './history.js';
 
 export interface ScenarioResult {
@@ -42,8 +42,8 @@ const eo = (groupId: string, topics: string[]) => ({ groupId, topics, exactlyOnc
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
 
 /** The usual end: producers finish, groups drain, everything stops. */
-async function finish(s: Scenario, groups: Record<string, string[]>, drainMs = n(s, 30_000, 60_000)): Promise<void> {
-  await s.producersDone(n(s, 40_000, 300_000));
+async function finish(s: Scenario, groups: Record<string, string[]>, drainMs = n(s, 60_000, 120_000)): Promise<void> {
+  await s.producersDone(n(s, 90_000, 300_000));
   await s.drain(groups, drainMs);
   await s.stopSampler();
   await s.stopAll();
@@ -59,7 +59,7 @@ export const scenarios: ScenarioDef[] = [
       for (let i = 0; i < 2; i++) s.consumer(eo('eo', ['events']));
       s.consumer({ ...eo('alo', ['events']), exactlyOnce: false });
       const modes: ProducerMode[] = ['idempotent', 'send', 'annals-tx', 'txn'];
-      for (let i = 0; i < 2; i++) s.producer({ topic: 'events', partitions: 4, producers: 1, count: n(s, 40, 1_500), keys: 8, modes, paceMs: 3, maxMs: 60_000 });
+      s.producer({ topic: 'events', partitions: 4, producers: 2, count: n(s, 40, 160), keys: 8, modes, paceMs: 3, maxMs: n(s, 90_000, 240_000) });
       await finish(s, { eo: ['events'], alo: ['events'] });
       return { options: { exactlyOnce: { eo: ['events'] }, drained: { eo: ['events'], alo: ['events'] } }, topics: ['events'] };
     },
@@ -73,7 +73,7 @@ export const scenarios: ScenarioDef[] = [
       s.consumer(eo('tail', ['one']));
       const modes: ProducerMode[] = ['send', 'idempotent', 'annals-tx', 'storage-rollback', 'txn', 'txn-abort', 'annals-tx-rollback', 'acks1'];
       const procs = n(s, 4, 16);
-      for (let i = 0; i < procs; i++) s.producer({ topic: 'one', partitions: 1, producers: 16 / procs, count: n(s, 8, 150), keys: 4, modes, paceMs: 1, maxMs: 90_000 });
+      for (let i = 0; i < procs; i++) s.producer({ topic: 'one', partitions: 1, producers: 16 / procs, count: n(s, 8, 30), keys: 4, modes, paceMs: 1, maxMs: n(s, 90_000, 240_000) });
       // The long transaction writes its own fault event when it holds the lock.
       s.producer({ topic: 'one', partitions: 1, producers: 1, count: n(s, 2, 4), keys: 1, modes: ['long-tx'], paceMs: 300, longTxMs: 2_000, maxMs: 30_000 });
       await finish(s, { tail: ['one'] });
@@ -88,9 +88,9 @@ export const scenarios: ScenarioDef[] = [
       s.startSampler(25);
       const spawn = () => s.consumer(eo('eo', ['work']));
       for (let i = 0; i < 3; i++) spawn();
-      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 6, producers: 1, count: n(s, 70, 2_000), keys: 12, modes: ['idempotent'], paceMs: 12, maxMs: 90_000 });
+      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 6, producers: 1, count: n(s, 70, 300), keys: 12, modes: ['idempotent'], paceMs: 12, maxMs: n(s, 90_000, 240_000) });
       await Promise.all(s.live('c').map((w) => w.ready.catch(() => {})));
-      for (let k = 0; k < n(s, 4, 20); k++) {
+      for (let k = 0; k < n(s, 4, 12); k++) {
         await sleep(900 + Math.random() * 600);
         const victim = pick(s.live('c'));
         if (!victim) continue;
@@ -110,10 +110,10 @@ export const scenarios: ScenarioDef[] = [
       s.startSampler(25);
       for (let i = 0; i < 3; i++) s.consumer(eo('eo', ['work']));
       const modes: ProducerMode[] = ['idempotent', 'acks1', 'txn', 'send', 'annals-tx'];
-      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 4, producers: 1, count: n(s, 70, 2_000), keys: 8, modes, paceMs: 10, maxMs: 90_000 });
+      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 4, producers: 1, count: n(s, 70, 300), keys: 8, modes, paceMs: 10, maxMs: n(s, 90_000, 240_000) });
       await Promise.all(s.live('c').map((w) => w.ready.catch(() => {})));
       const others = `datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND application_name <> 'chaos-harness'`;
-      for (let k = 0; k < n(s, 6, 30); k++) {
+      for (let k = 0; k < n(s, 6, 18); k++) {
         await sleep(700 + Math.random() * 500);
         const round = k % 3;
         if (round === 0) {
@@ -145,7 +145,7 @@ export const scenarios: ScenarioDef[] = [
       await s.setup([{ topic: 'work', numPartitions: 3 }]);
       s.startSampler(50);
       for (let i = 0; i < 2; i++) s.consumer(eo('eo', ['work']));
-      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 3, producers: 1, count: n(s, 70, 1_500), keys: 6, modes: ['idempotent', 'txn'], paceMs: 12, maxMs: 120_000 });
+      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 3, producers: 1, count: n(s, 70, 300), keys: 6, modes: ['idempotent', 'txn'], paceMs: 12, maxMs: n(s, 120_000, 240_000) });
       await Promise.all(s.live('c').map((w) => w.ready.catch(() => {})));
       for (let k = 0; k < n(s, 1, 3); k++) {
         await sleep(1_200);
@@ -166,9 +166,9 @@ export const scenarios: ScenarioDef[] = [
       s.startSampler(50);
       for (let i = 0; i < 2; i++) s.consumer(eo('eo', ['work']));
       const modes: ProducerMode[] = ['acks1', 'idempotent', 'txn', 'annals-tx', 'send'];
-      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 4, producers: 2, count: n(s, 40, 1_000), keys: 8, modes, paceMs: 10, maxMs: 120_000 });
+      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 4, producers: 2, count: n(s, 40, 160), keys: 8, modes, paceMs: 10, maxMs: n(s, 120_000, 240_000) });
       await Promise.all(s.live('c').map((w) => w.ready.catch(() => {})));
-      const rounds = n(s, 1, 5);
+      const rounds = n(s, 1, 3);
       for (let r = 0; r < rounds; r++) {
         await sleep(600);
         let t = Date.now();
@@ -211,7 +211,7 @@ export const scenarios: ScenarioDef[] = [
       const marker = path.join(s.env.dir, 'hung.marker');
       const hang = { value: 'p3.0-15', ms: 3_000, marker };
       for (let i = 0; i < 2; i++) s.consumer({ ...eo('eo', ['work']), sessionTimeout: 10_000, hang });
-      s.producer({ topic: 'work', partitions: 2, producers: 1, count: n(s, 50, 600), keys: 4, modes: ['idempotent'], paceMs: 10, maxMs: 60_000 });
+      s.producer({ topic: 'work', partitions: 2, producers: 1, count: n(s, 50, 200), keys: 4, modes: ['idempotent'], paceMs: 10, maxMs: n(s, 60_000, 240_000) });
       await finish(s, { eo: ['work'] });
       if (!existsSync(marker)) s.note('the hang never happened');
       return { options: { exactlyOnce: { eo: ['work'] }, drained: { eo: ['work'] } }, topics: ['work'] };
@@ -224,7 +224,7 @@ export const scenarios: ScenarioDef[] = [
       await s.setup([{ topic: 'work', numPartitions: 2 }, { topic: 'dlq', numPartitions: 1 }]);
       s.startSampler(50);
       for (let i = 0; i < 2; i++) s.consumer({ ...eo('eo', ['work']), deadLetterTopic: 'dlq' });
-      s.producer({ topic: 'work', partitions: 2, producers: 1, count: n(s, 40, 600), keys: 4, modes: ['idempotent'], paceMs: 5, poisonEvery: 10, maxMs: 60_000 });
+      s.producer({ topic: 'work', partitions: 2, producers: 1, count: n(s, 40, 200), keys: 4, modes: ['idempotent'], paceMs: 5, poisonEvery: 10, maxMs: n(s, 60_000, 240_000) });
       await finish(s, { eo: ['work'] });
       return { options: { exactlyOnce: { eo: ['work'] }, drained: { eo: ['work'] }, deadLetter: { work: 'dlq' } }, topics: ['work', 'dlq'] };
     },
@@ -252,7 +252,7 @@ export const scenarios: ScenarioDef[] = [
       const producer = s.env.annals.producer({ idempotent: true });
       const h = s.env.history;
       const headers = { 'event-type': 'chaos.event', 'schema-version': '1', 'content-type': 'application/msgpack' };
-      const total = n(s, 40, 400);
+      const total = n(s, 40, 200);
       for (let i = 0; i < total; i++) {
         const k = `k${i % 4}`;
         if (i % 8 === 7) {
@@ -294,9 +294,9 @@ export const scenarios: ScenarioDef[] = [
       s.startSampler(15);
       const spawn = () => s.consumer({ ...eo('eo', ['work']), heartbeatInterval: 200 });
       for (let i = 0; i < 2; i++) spawn();
-      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 6, producers: 1, count: n(s, 80, 2_000), keys: 12, modes: ['idempotent', 'txn'], paceMs: 10, maxMs: 90_000 });
+      for (let i = 0; i < 2; i++) s.producer({ topic: 'work', partitions: 6, producers: 1, count: n(s, 80, 300), keys: 12, modes: ['idempotent', 'txn'], paceMs: 10, maxMs: n(s, 90_000, 240_000) });
       await Promise.all(s.workers.map((w) => w.ready.catch(() => {})));
-      for (let k = 0; k < n(s, 8, 60); k++) {
+      for (let k = 0; k < n(s, 8, 30); k++) {
         await sleep(400 + Math.random() * 300);
         const live = s.live('c');
         const action = live.length <= 1 ? 'join' : live.length >= 5 ? pick(['leave', 'kill']) : pick(['join', 'join', 'leave', 'kill']);
@@ -322,10 +322,10 @@ export const scenarios: ScenarioDef[] = [
       await s.setup([{ topic: 'orders', numPartitions: 3 }, { topic: 'audit', numPartitions: 2 }]);
       s.startSampler(50);
       s.consumer(eo('eo', ['orders', 'audit']));
-      const spawn = () => s.producer({ topic: 'orders', topic2: 'audit', partitions: 3, producers: 1, count: n(s, 25, 600), keys: 6, modes: ['multi-txn', 'multi-txn-abort', 'multi-txn'], paceMs: 4, maxMs: 60_000 });
+      const spawn = () => s.producer({ topic: 'orders', topic2: 'audit', partitions: 3, producers: 1, count: n(s, 25, 100), keys: 6, modes: ['multi-txn', 'multi-txn-abort', 'multi-txn'], paceMs: 4, maxMs: n(s, 60_000, 240_000) });
       const producers: Worker[] = [spawn(), spawn(), spawn()];
       await Promise.all(s.workers.map((w) => w.ready.catch(() => {})));
-      for (let k = 0; k < n(s, 4, 20); k++) {
+      for (let k = 0; k < n(s, 4, 12); k++) {
         await sleep(500 + Math.random() * 400);
         const victim = pick(producers.filter((w) => !w.exited));
         if (!victim) break;
@@ -344,7 +344,48 @@ export const scenarios: ScenarioDef[] = [
   },
   {
     name: 'projection-rebuild-killed',
-    faults: 'a projection rebuild SIGKILLed midway and resumed by another process',
-    pending: 'not built into the harness yet (the rebuild API exists; packages/storage-pg/test/projections.int.spec.ts covers this case as a test)',
+    faults: 'a projection rebuild SIGKILLed midway, resumed by another process',
+    async run(s) {
+      const partitions = 4;
+      const topic = typedTopic('typed', partitions);
+      await s.setup([{ topic: 'typed', numPartitions: partitions }]);
+      const producer = s.env.annals.producer({ idempotent: true });
+      const h = s.env.history;
+      const total = n(s, 600, 3_000);
+      for (let i = 0; i < total; i += 50) {
+        const ids = Array.from({ length: Math.min(50, total - i) }, (_, j) => `ev-${i + j}`);
+        const t = Date.now();
+        for (const id of ids) h.write({ e: 'send', t, proc: 'harness', topic: 'typed', v: id, k: `k${id.length % 7}` });
+        await Promise.all(ids.map((id) => producer.publish(topic, ChaosEvent, { id, k: `k${id.length % 7}` })));
+        const done = Date.now();
+        for (const id of ids) h.write({ e: 'ack', t: done, proc: 'harness', topic: 'typed', v: id, outcome: 'ok' });
+      }
+      const first = s.rebuilder({ topic: 'typed', partitions, batchSize: 25 });
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline && !first.exited && !(first.progress && first.progress.eventsDone >= first.progress.eventsTotal / 3)) await sleep(20);
+      first.kill('SIGKILL');
+      s.fault('rebuilder-kill-9', 'consumers', { targets: [first.proc], detail: `at ${first.progress?.eventsDone ?? 0} of ${first.progress?.eventsTotal ?? '?'} events` });
+      await first.exit;
+      const second = s.rebuilder({ topic: 'typed', partitions, batchSize: 25 });
+      const finished = await Promise.race([second.done.then(() => true), sleep(n(s, 60_000, 300_000)).then(() => false)]);
+      if (!finished || second.sent === 0) s.env.history.write({ e: 'stall', t: Date.now(), detail: `the resumed rebuild did not finish (${JSON.stringify(second.progress)})` });
+      s.note(`second rebuilder: ${JSON.stringify(second.progress)}`);
+      await s.stopAll();
+      // The read model: one document per event id, counting its applications.
+      s.env.annals.register(seenProjection({ topic: 'typed', partitions, schema: s.env.schema, batchSize: 25 }));
+      const docs = await s.env.annals.projections.documents<{ n: number }>(SEEN_PROJECTION, 'seen');
+      for (const [id, doc] of docs) h.write({ e: 'effect', g: SEEN_GROUP, v: id, n: doc.n });
+      const { decode } = await import('@msgpack/msgpack');
+      const decodeValue = (value: Buffer | null) => {
+        try {
+          const d = decode(value!) as { id?: unknown };
+          if (d && typeof d === 'object' && typeof d.id === 'string') return d.id;
+        } catch {
+          /* not an event */
+        }
+        return valueText(value);
+      };
+      return { options: { exactlyOnce: { [SEEN_GROUP]: ['typed'] } }, topics: ['typed'], decodeValue };
+    },
   },
 ];

@@ -9,8 +9,8 @@ import { PgLogStorage } from '@annals/storage-pg';
 import { existsSync, writeFileSync } from 'node:fs';
 import { sql, type Kysely } from 'kysely';
 import { HistoryWriter, valueText, type AckOutcome } from './history.js';
-import type { ConsumerConfig, FromWorker, ProducerConfig, WorkerConfig } from './protocol.js';
-import { ChaosEvent, typedTopic } from './typed.js';
+import type { ConsumerConfig, FromWorker, ProducerConfig, RebuilderConfig, WorkerConfig } from './protocol.js';
+import { ChaosEvent, SEEN_GROUP, SEEN_PROJECTION, seenProjection, typedTopic } from './typed.js';
 
 const config = JSON.parse(process.argv[2]!) as WorkerConfig;
 const history = new HistoryWriter(config.historyFile);
@@ -244,8 +244,32 @@ async function runConsumer(c: ConsumerConfig): Promise<void> {
   });
 }
 
+async function runRebuilder(c: RebuilderConfig): Promise<number> {
+  annals.register(
+    seenProjection({
+      topic: c.topic,
+      partitions: c.partitions,
+      schema: c.schema,
+      batchSize: c.batchSize,
+      onEvent: (event, ctx) => {
+        const md = ctx.metadata;
+        history.write({ e: 'deliver', t: Date.now(), proc: c.proc, g: SEEN_GROUP, m: c.proc, topic: md.topic, p: md.partition, o: Number(md.offset), v: event.id, k: event.k });
+      },
+    }),
+  );
+  const result = await annals.projections.rebuild(SEEN_PROJECTION, {
+    onProgress: (p) => reply({ type: 'progress', eventsDone: p.eventsDone, eventsTotal: p.eventsTotal }),
+  });
+  return result.events;
+}
+
 try {
-  if (config.role === 'producer') {
+  if (config.role === 'rebuilder') {
+    reply({ type: 'ready' });
+    const events = await runRebuilder(config);
+    reply({ type: 'done', sent: events });
+    await shutdown(0);
+  } else if (config.role === 'producer') {
     reply({ type: 'ready' });
     const sent = await runProducers(config);
     reply({ type: 'done', sent });
