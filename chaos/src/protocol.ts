@@ -74,6 +74,7 @@ export interface RebuilderConfig extends CommonConfig {
   readonly topic: string;
   readonly partitions: number;
   readonly batchSize: number;
+  readonly delayMs: number;
 }
 
 export type WorkerConfig = ProducerConfig | ConsumerConfig | RebuilderConfig;

@@ -26,8 +26,11 @@ const args = process.argv.slice(2);
 const short = args.includes('--short') || process.env['CHAOS_SHORT'] === '1';
 const keep = args.includes('--keep');
 const only = args.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
-/** Scenarios run at once (each in its own database, with its own processes): most of a scenario is waiting. */
-const parallel = Number(args.find((a) => a.startsWith('--parallel='))?.slice('--parallel='.length) ?? (short ? 3 : 1));
+/**
+ * Scenarios run at once (each in its own database, with its own processes): most of a scenario is
+ * waiting. Two at most by default: the server's connections are shared with others.
+ */
+const parallel = Number(args.find((a) => a.startsWith('--parallel='))?.slice('--parallel='.length) ?? 2);
 const serverUrl = process.env['CHAOS_DATABASE_URL'] ?? process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 if (!/^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/.test(new URL(serverUrl).hostname)) {
   console.error(`chaos only runs against a loopback server, not ${new URL(serverUrl).hostname}`);

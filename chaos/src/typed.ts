@@ -12,7 +12,14 @@ export const SEEN_PROJECTION = 'seen';
 export const SEEN_GROUP = 'projection:seen';
 
 /** A document per event id counting how many times it was applied: exactly once means every count is 1. */
-export function seenProjection(input: { topic: string; partitions: number; schema: string; batchSize: number; onEvent?: (e: { id: string; k: string }, ctx: ProjectionContext) => void }) {
+export function seenProjection(input: {
+  topic: string;
+  partitions: number;
+  schema: string;
+  batchSize: number;
+  delayMs?: number;
+  onEvent?: (e: { id: string; k: string }, ctx: ProjectionContext) => void;
+}) {
   return defineProjection({
     name: SEEN_PROJECTION,
     version: 1,
@@ -23,9 +30,10 @@ export function seenProjection(input: { topic: string; partitions: number; schem
     rebuildConcurrency: 1,
     autoRebuild: false,
     handlers: [
-      on(ChaosEvent, (event, ctx: ProjectionContext) => {
+      on(ChaosEvent, async (event, ctx: ProjectionContext) => {
         input.onEvent?.(event, ctx);
         ctx.documents<{ n: number }>('seen').update(event.id, (d) => ({ n: (d?.n ?? 0) + 1 }));
+        if (input.delayMs) await new Promise((r) => setTimeout(r, input.delayMs));
       }),
     ],
   });

@@ -19,7 +19,7 @@ const reply = (m: FromWorker) => process.send?.(m);
 
 const annals = new Annals<Kysely<any>>({
   clientId: config.proc,
-  storage: new PgLogStorage({ connectionString: config.connectionString, schema: config.schema, migrate: false, poolSize: 4, connectionTimeoutMs: 3_000 }),
+  storage: new PgLogStorage({ connectionString: config.connectionString, schema: config.schema, migrate: false, poolSize: 3, connectionTimeoutMs: 3_000 }),
   retry: { retries: 12, initialRetryTime: 50, maxRetryTime: 1_000 },
 });
 
@@ -251,6 +251,7 @@ async function runRebuilder(c: RebuilderConfig): Promise<number> {
       partitions: c.partitions,
       schema: c.schema,
       batchSize: c.batchSize,
+      delayMs: c.delayMs,
       onEvent: (event, ctx) => {
         const md = ctx.metadata;
         history.write({ e: 'deliver', t: Date.now(), proc: c.proc, g: SEEN_GROUP, m: c.proc, topic: md.topic, p: md.partition, o: Number(md.offset), v: event.id, k: event.k });
