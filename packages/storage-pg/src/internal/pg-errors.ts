@@ -35,7 +35,8 @@ export function isConnectionFailure(error: unknown): boolean {
   if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300') return true;
   const message = e.message ?? '';
   return (
-    /Connection terminated|connection error|Client was closed|not queryable|terminating connection|the database system is (starting up|shutting down)/i.test(
+    // 'timeout exceeded when trying to connect': pg-pool found no free client in time (a plain Error).
+    /Connection terminated|connection error|Client was closed|not queryable|terminating connection|timeout exceeded when trying to connect|the database system is (starting up|shutting down)/i.test(
       message,
     ) && !code.startsWith('2')
   );

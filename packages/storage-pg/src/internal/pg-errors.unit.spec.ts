@@ -11,6 +11,14 @@ describe('translatePgError', () => {
     expect((error as ConnectionError).retriable).toBe(true);
   });
 
+  it('regression (issue 9): a pool with no free client in time is a retriable ConnectionError, not a plain Error', () => {
+    // pg-pool throws a plain Error when connectionTimeoutMillis passes while every client is busy;
+    // it reached the application untyped (seen under the chaos suite's one-partition contention).
+    const error = translatePgError(new Error('timeout exceeded when trying to connect'));
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect((error as ConnectionError).retriable).toBe(true);
+  });
+
   it('keeps other server errors non-retriable, and a lost COMMIT unknown', () => {
     expect(translatePgError(Object.assign(new (class DatabaseError extends Error {})('x'), { code: '23505' }))).not.toBeInstanceOf(ConnectionError);
     expect(translateCommitError(pgError('ECONNRESET', 'read ECONNRESET'))).toBeInstanceOf(CommitOutcomeUnknownError);
