@@ -92,11 +92,15 @@ export const scenarios: ScenarioDef[] = [
       await Promise.all(s.live('c').map((w) => w.ready.catch(() => {})));
       for (let k = 0; k < n(s, 4, 12); k++) {
         await sleep(900 + Math.random() * 600);
-        const victim = pick(s.live('c'));
-        if (!victim) continue;
+        // A member that has joined (so the kill lands on one that owns partitions, likely mid-batch).
+        const joined = s.live('c').filter((w) => w.memberId !== undefined);
+        if (joined.length < 2) continue;
+        const victim = pick(joined);
         victim.kill('SIGKILL');
         s.fault('kill-9', 'consumers', { targets: [victim.proc], detail: victim.proc });
-        spawn();
+        const replacement = spawn();
+        // Starting a process takes seconds on a busy machine: let the replacement join before the next kill.
+        await Promise.race([replacement.ready.catch(() => {}), sleep(30_000)]);
       }
       await finish(s, { eo: ['work'] });
       return { options: { exactlyOnce: { eo: ['work'] }, drained: { eo: ['work'] } }, topics: ['work'] };
@@ -256,7 +260,8 @@ export const scenarios: ScenarioDef[] = [
       for (let i = 0; i < total; i++) {
         const k = `k${i % 4}`;
         if (i % 8 === 7) {
-          const bytes = hostile[(i >> 3) % hostile.length]!;
+          // Unique per record (values identify records in the history): a trailing tag keeps every variant undecodable.
+          const bytes = Buffer.concat([hostile[(i >> 3) % hostile.length]!, Buffer.from(`#${i}`)]);
           const v = valueText(bytes);
           h.write({ e: 'send', t: Date.now(), proc: 'harness', topic: 'typed', v, k, hostile: true });
           try {
