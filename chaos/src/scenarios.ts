@@ -304,12 +304,15 @@ export const scenarios: ScenarioDef[] = [
       for (let k = 0; k < n(s, 8, 30); k++) {
         await sleep(400 + Math.random() * 300);
         const live = s.live('c');
-        const action = live.length <= 1 ? 'join' : live.length >= 5 ? pick(['leave', 'kill']) : pick(['join', 'join', 'leave', 'kill']);
+        // Only members that have joined leave or die, and one always stays: otherwise the figure
+        // measures how long a new process takes to start on this machine, not a takeover.
+        const joined = live.filter((w) => w.memberId !== undefined);
+        const action = joined.length <= 1 ? 'join' : live.length >= 5 ? pick(['leave', 'kill']) : pick(['join', 'join', 'leave', 'kill']);
         if (action === 'join') {
           const w = spawn();
           s.fault('member-join', 'consumers', { targets: [w.proc] });
         } else {
-          const victim = pick(live);
+          const victim = pick(joined);
           s.fault(action === 'leave' ? 'member-leave' : 'member-kill-9', 'consumers', { targets: [victim.proc] });
           if (action === 'leave') void victim.stop();
           else victim.kill('SIGKILL');
