@@ -73,7 +73,9 @@ export class PgGroupSession implements GroupSession {
   /** Joins: registers the member and LISTENs. */
   async start(m: MemberMetadata, applicationName: string): Promise<void> {
     await this.#run(plans.joinStatement(this.#t, this.groupId, this.memberId, { ...m, applicationName }));
-    await this.#client.query(`LISTEN ${this.#t.channelIdent}`);
+    // Through #run: a connection lost here is a (retriable) ConnectionError, not a raw driver error
+    // that would stop the consumer for good (issue 9: a reset right after the join).
+    await this.#run({ text: `LISTEN ${this.#t.channelIdent}`, values: [] });
   }
 
   // One query at a time on the session, in call order.

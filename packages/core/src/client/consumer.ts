@@ -21,6 +21,8 @@ import type { EventContract, EventInputOf } from '../contracts/event.js';
 import { isTopicContract, type TopicContract } from '../contracts/topic.js';
 import {
   AnnalsError,
+  CommitOutcomeUnknownError,
+  ConnectionError,
   IllegalGenerationError,
   InvalidOptionsError,
   NotConnectedError,
@@ -581,6 +583,9 @@ export class Consumer<TDb = unknown> {
           if (this.#stopping) break;
           if (!announced || !isRecoverable(error)) throw error;
           // Lost the session, or was expired: rejoin after a backoff, like KafkaJS's restart on crash.
+          // A worker's recoverable error is spent now: left set, it would end every later membership
+          // at once, and the member would rejoin and leave forever without processing (issue 9).
+          if (this.#crash === error) this.#crash = undefined;
           this.#emit(ConsumerEvents.CRASH, { error, groupId: this.groupId, restart: true });
           await sleep(backoff(this.#ctx.retry, Math.min(failures++, 8)));
         }
@@ -928,6 +933,18 @@ export class Consumer<TDb = unknown> {
         if (error instanceof IllegalGenerationError) throw error;
         const undecodable = error instanceof UndecodableRecord;
         const cause = undecodable ? error.cause : error;
+        if (!undecodable && state.revoked) {
+          // The partition was taken from this member while the handler ran: the record did not
+          // fail, the member lost it. Roll the batch back and leave the record to the new owner.
+          await batch.abort();
+          return 'retry-later';
+        }
+        if (!undecodable && isConnectionLoss(cause)) {
+          // The batch's connection is gone (terminated, reset, killed by a server timeout): not the
+          // record's fault, and nothing more can be committed on it. Give the batch up; the member
+          // rejoins and the record is handled again from the committed offset (issue 9).
+          throw cause;
+        }
         if (!undecodable && attempt < this.#options.retry.retries && !this.#stopping && !state.revoked) {
           // Commit what succeeded so far, then retry this record in a fresh transaction after a backoff.
           await this.#settleCommit(state);
@@ -1054,8 +1071,18 @@ export class UndecodableRecord extends Error {
   }
 }
 
+/** The connection under a batch's transaction was lost (its commit, if one was in flight, may or may not have happened). */
+function isConnectionLoss(error: unknown): boolean {
+  return error instanceof ConnectionError || error instanceof CommitOutcomeUnknownError;
+}
+
+/**
+ * Errors after which the member rejoins instead of stopping. A batch commit whose outcome is
+ * unknown is one of them: the offset advance commits atomically with the handlers' writes, so the
+ * committed offset read at the next claim says which way it went.
+ */
 function isRecoverable(error: unknown): boolean {
-  return error instanceof IllegalGenerationError || (error instanceof AnnalsError && error.retriable);
+  return error instanceof IllegalGenerationError || error instanceof CommitOutcomeUnknownError || (error instanceof AnnalsError && error.retriable);
 }
 
 interface OffsetAdvance {

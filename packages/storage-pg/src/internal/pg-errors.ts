@@ -30,11 +30,13 @@ export function isConnectionFailure(error: unknown): boolean {
   if (!e || typeof e !== 'object') return false;
   const code = e.code ?? '';
   if (CONNECTION_CODES.has(code)) return true;
-  // 08xxx connection exceptions; 57P01 admin shutdown; 57P02 crash shutdown; 57P03 cannot connect now.
-  if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03') return true;
+  // 08xxx connection exceptions; 57P01 admin shutdown; 57P02 crash shutdown; 57P03 cannot connect now;
+  // 53300 too many connections (the server refused a new one: transient, like a refused connection).
+  if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300') return true;
   const message = e.message ?? '';
   return (
-    /Connection terminated|connection error|Client was closed|not queryable|terminating connection|the database system is (starting up|shutting down)/i.test(
+    // 'timeout exceeded when trying to connect': pg-pool found no free client in time (a plain Error).
+    /Connection terminated|connection error|Client was closed|not queryable|terminating connection|timeout exceeded when trying to connect|the database system is (starting up|shutting down)/i.test(
       message,
     ) && !code.startsWith('2')
   );
