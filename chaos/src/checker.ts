@@ -16,6 +16,7 @@
  * | order           | per key, offsets out of send order in the log, or out of order in one member's stream | 2   |
  * | skipped         | a gap in a partition's offsets, a forward jump in one member's stream, or a record a drained group never got | 1 |
  * | double-owner    | two sessions hold a partition's lock at once, or two members interleave committed work on one partition with no rebalance between | 3 |
+ * | compaction      | a compacted topic's log at the end is not exactly the latest acknowledged record of each key; a record that was not superseded is missing from it; a reader of it from the start did not end with the latest value of every key | 6 |
  * | not-routed      | a poison or hostile record did not reach the dead-letter topic exactly once     | 7         |
  * | crash           | a worker died on its own (not killed by the harness)                            | —         |
  * | stalled         | the harness gave up waiting (a group did not drain in time)                     | liveness  |
@@ -36,6 +37,7 @@ export type ViolationKind =
   | 'order'
   | 'skipped'
   | 'double-owner'
+  | 'compaction'
   | 'not-routed'
   | 'crash'
   | 'stalled';
@@ -51,6 +53,7 @@ export const VIOLATION_KINDS: readonly ViolationKind[] = [
   'order',
   'skipped',
   'double-owner',
+  'compaction',
   'not-routed',
   'crash',
   'stalled',
@@ -68,6 +71,16 @@ export interface CheckOptions {
   readonly drained?: Readonly<Record<string, readonly string[]>>;
   /** Source topic → its dead-letter topic: every poison or hostile record of the source must be in the dead-letter topic exactly once. */
   readonly deadLetter?: Readonly<Record<string, string>>;
+  /**
+   * Compacted topics, given a last pass that compacted everything: a record superseded by a later
+   * acknowledged record of its key may be missing from the log and from a reader's stream (a gap,
+   * not a skip); the log at the end must hold exactly the latest acknowledged record of each key.
+   */
+  readonly compacted?: readonly string[];
+  /** Groups that tailed the head of their topics (within `min.compaction.lag.ms`): every acknowledged record must have been delivered to them. */
+  readonly sawEvery?: Readonly<Record<string, readonly string[]>>;
+  /** Groups that read compacted topics from the start to the end: the last value each got per key must be the latest acknowledged one. */
+  readonly latestPerKey?: Readonly<Record<string, readonly string[]>>;
 }
 
 export interface CheckResult {
@@ -188,9 +201,34 @@ function sendsByValue(history: readonly HistoryEvent[]): Map<string, Ev<'send'>>
   return map;
 }
 
-export function detectLost(history: readonly HistoryEvent[], log = new FinalLog(history)): Violation[] {
+/** What producers were told about the keys of a topic: the record at each acknowledged offset, and the latest record of each key. */
+class Acknowledged {
+  readonly byOffset = new Map<string, { k: string; v: string; o: number }>();
+  /** `${topic}/${p}/${k}` → the acknowledged record of that key with the highest offset. */
+  readonly latest = new Map<string, { k: string; v: string; o: number }>();
+  constructor(history: readonly HistoryEvent[]) {
+    const sent = sendsByValue(history);
+    for (const a of of(history, 'ack')) {
+      const k = sent.get(tv(a.topic, a.v))?.k;
+      if (a.outcome !== 'ok' || a.p === undefined || a.o === undefined || k === undefined) continue;
+      const r = { k, v: a.v, o: a.o };
+      this.byOffset.set(`${a.topic}/${a.p}@${a.o}`, r);
+      const key = `${a.topic}/${a.p}/${k}`;
+      if ((this.latest.get(key)?.o ?? -1) < a.o) this.latest.set(key, r);
+    }
+  }
+  /** The acknowledged record at this offset has a later acknowledged record of its key (so compaction may remove it). */
+  superseded(topic: string, p: number, o: number): boolean {
+    const r = this.byOffset.get(`${topic}/${p}@${o}`);
+    return r !== undefined && (this.latest.get(`${topic}/${p}/${r.k}`)?.o ?? -1) > o;
+  }
+}
+
+export function detectLost(history: readonly HistoryEvent[], log = new FinalLog(history), options: CheckOptions = {}, acked = new Acknowledged(history)): Violation[] {
+  const compacted = new Set(options.compacted ?? []);
   return of(history, 'ack')
     .filter((a) => a.outcome === 'ok' && !log.has(a.topic, a.v))
+    .filter((a) => !(compacted.has(a.topic) && a.p !== undefined && a.o !== undefined && acked.superseded(a.topic, a.p, a.o)))
     .map((a) => ({ kind: 'lost' as const, detail: `${a.topic} value ${a.v} acknowledged by ${a.proc} at ${a.t} is not in the log` }));
 }
 
@@ -311,13 +349,22 @@ export function detectOrder(history: readonly HistoryEvent[], disturbances = new
   return out;
 }
 
-export function detectSkipped(history: readonly HistoryEvent[], options: CheckOptions, disturbances = new Disturbances(history), log = new FinalLog(history)): Violation[] {
+export function detectSkipped(history: readonly HistoryEvent[], options: CheckOptions, disturbances = new Disturbances(history), log = new FinalLog(history), acked = new Acknowledged(history)): Violation[] {
   const out: Violation[] = [];
   const sent = sendsByValue(history);
-  // The log: offsets are dense from 0 (no scenario removes records).
+  const compacted = new Set(options.compacted ?? []);
+  // Offsets [from, to) missing from a compacted topic: each must hold a record a later one of its key superseded.
+  const removedByCompaction = (topic: string, p: number, from: number, to: number) => {
+    if (!compacted.has(topic)) return false;
+    for (let o = from; o < to; o++) if (!acked.superseded(topic, p, o)) return false;
+    return true;
+  };
+  // The log: offsets are dense from 0 (only compaction removes records, and only superseded ones).
   for (const [pk, records] of log.byPartition) {
+    const { topic, p } = records[0]!;
     records.forEach((r, i) => {
-      if (r.o !== i && (i === 0 || records[i - 1]!.o !== r.o - 1)) out.push({ kind: 'skipped', detail: `${pk}: offset ${r.o} follows ${i === 0 ? 'nothing' : records[i - 1]!.o}` });
+      const before = i === 0 ? -1 : records[i - 1]!.o;
+      if (r.o !== before + 1 && !removedByCompaction(topic, p, before + 1, r.o)) out.push({ kind: 'skipped', detail: `${pk}: offset ${r.o} follows ${i === 0 ? 'nothing' : before}` });
     });
   }
   // One member's stream: the next offset it gets is the one after the last, unless something happened between.
@@ -333,7 +380,14 @@ export function detectSkipped(history: readonly HistoryEvent[], options: CheckOp
       const r = log.byOffset.get(`${d.topic}/${d.p}@${o}`);
       if (!r || !sent.get(tv(d.topic, r.v))?.hostile) undeliverable = false;
     }
-    if (!undeliverable) out.push({ kind: 'skipped', detail: `${d.proc} (${d.g}) jumped from ${d.topic}[${d.p}]@${prev.o} to @${d.o}` });
+    if (!undeliverable && !removedByCompaction(d.topic, d.p, prev.o + 1, d.o)) out.push({ kind: 'skipped', detail: `${d.proc} (${d.g}) jumped from ${d.topic}[${d.p}]@${prev.o} to @${d.o}` });
+  }
+  // A group at the head got every acknowledged record.
+  for (const [g, topics] of Object.entries(options.sawEvery ?? {})) {
+    const delivered = new Set(of(history, 'deliver').filter((d) => d.g === g).map((d) => tv(d.topic, d.v)));
+    for (const a of of(history, 'ack')) {
+      if (a.outcome === 'ok' && topics.includes(a.topic) && !delivered.has(tv(a.topic, a.v))) out.push({ kind: 'skipped', detail: `group ${g} at the head never got ${a.topic} value ${a.v} (acknowledged${a.o !== undefined ? ` at ${a.p}@${a.o}` : ''})` });
+    }
   }
   // A drained group got every record of its topics at least once.
   for (const [g, topics] of Object.entries(options.drained ?? {})) {
@@ -395,6 +449,56 @@ export function detectDoubleOwners(history: readonly HistoryEvent[], disturbance
     }
     lastByPartition.set(pk, d);
     lastByProc.set(`${pk}/${d.proc}`, d);
+  }
+  return out;
+}
+
+/**
+ * Compaction: the log of a compacted topic at the end (after a last pass that compacted it all)
+ * holds one record per key, the latest acknowledged one; a reader from the start ends with the
+ * latest value of every key; and within a stream of one member, offsets only go up.
+ */
+export function detectCompaction(history: readonly HistoryEvent[], options: CheckOptions, disturbances = new Disturbances(history), log = new FinalLog(history), acked = new Acknowledged(history)): Violation[] {
+  const out: Violation[] = [];
+  const latestOf = (topic: string) => [...acked.latest].filter(([key]) => key.slice(0, key.indexOf('/')) === topic);
+  for (const topic of options.compacted ?? []) {
+    const byKey = new Map<string, Ev<'log'>[]>();
+    for (const r of log.topicRecords(topic)) {
+      const key = `${topic}/${r.p}/${r.k ?? ''}`;
+      (byKey.get(key) ?? byKey.set(key, []).get(key)!).push(r);
+    }
+    for (const [key, records] of byKey) {
+      const want = acked.latest.get(key);
+      if (records.length !== 1) out.push({ kind: 'compaction', detail: `${key}: ${records.length} records in the log at the end (${records.map((r) => `@${r.o} ${r.v}`).join(', ')}), expected 1` });
+      else if (want && records[0]!.v !== want.v) out.push({ kind: 'compaction', detail: `${key}: the log ends with ${records[0]!.v} @${records[0]!.o}, the latest acknowledged is ${want.v} @${want.o}` });
+    }
+    for (const [key, want] of latestOf(topic)) if (!byKey.has(key)) out.push({ kind: 'compaction', detail: `${key}: its latest acknowledged record ${want.v} @${want.o} is not in the log` });
+  }
+  for (const [g, topics] of Object.entries(options.latestPerKey ?? {})) {
+    const last = new Map<string, Ev<'deliver'>>();
+    for (const d of of(history, 'deliver')) {
+      if (d.g !== g || d.k === undefined) continue;
+      const key = `${d.topic}/${d.p}/${d.k}`;
+      if ((last.get(key)?.o ?? -1) < d.o) last.set(key, d);
+    }
+    for (const topic of topics) {
+      for (const [key, want] of latestOf(topic)) {
+        const got = last.get(key);
+        if (got?.v !== want.v) out.push({ kind: 'compaction', detail: `group ${g} ended with ${got ? `${got.v} @${got.o}` : 'nothing'} for ${key}, the latest acknowledged is ${want.v} @${want.o}` });
+      }
+    }
+  }
+  // Offsets only go up within one member's stream of a partition (between disturbances).
+  const readers = new Set([...Object.keys(options.sawEvery ?? {}), ...Object.keys(options.latestPerKey ?? {})]);
+  const streams = new Map<string, Ev<'deliver'>>();
+  for (const d of of(history, 'deliver').sort(byTime)) {
+    if (!readers.has(d.g)) continue;
+    const key = `${d.proc}/${d.g}/${d.topic}/${d.p}`;
+    const prev = streams.get(key);
+    streams.set(key, d);
+    if (prev && d.o <= prev.o && !disturbances.proc(d.proc, prev.t, d.t) && !disturbances.group(d.g, prev.t, d.t)) {
+      out.push({ kind: 'order', detail: `${d.proc} (${d.g}) got ${d.topic}[${d.p}]@${d.o} after @${prev.o}: offsets went down` });
+    }
   }
   return out;
 }
@@ -477,8 +581,9 @@ export function percentile(values: readonly number[], p: number): number | null 
 export function check(history: readonly HistoryEvent[], options: CheckOptions = {}): CheckResult {
   const log = new FinalLog(history);
   const disturbances = new Disturbances(history);
+  const acked = new Acknowledged(history);
   const violations = [
-    ...detectLost(history, log),
+    ...detectLost(history, log, options, acked),
     ...detectFalseFailures(history, log),
     ...detectLogDuplicates(history, log),
     ...detectAbortedReads(history, log),
@@ -486,8 +591,9 @@ export function check(history: readonly HistoryEvent[], options: CheckOptions = 
     ...detectReadTwice(history, disturbances),
     ...detectEffects(history, options, log),
     ...detectOrder(history, disturbances, log),
-    ...detectSkipped(history, options, disturbances, log),
+    ...detectSkipped(history, options, disturbances, log, acked),
     ...detectDoubleOwners(history, disturbances),
+    ...detectCompaction(history, options, disturbances, log, acked),
     ...detectNotRouted(history, options, log),
     ...detectCrashes(history),
     ...detectStalls(history),

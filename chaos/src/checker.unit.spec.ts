@@ -172,3 +172,59 @@ describe('checker', () => {
     expect(percentile([], 99)).toBeNull();
   });
 });
+
+describe('checker on a compacted topic', () => {
+  const csend = (v: string, k: string): HistoryEvent => ({ e: 'send', t: 1, proc: 'p1', topic: 't', v, k });
+  const cack = (v: string, o: number): HistoryEvent => ({ e: 'ack', t: 2 + o, proc: 'p1', topic: 't', v, outcome: 'ok', p: 0, o });
+  const clog = (v: string, o: number, k: string): HistoryEvent => ({ e: 'log', topic: 't', p: 0, o, v, k });
+  const cdel = (g: string, proc: string, v: string, o: number, t: number, k: string): HistoryEvent => ({ e: 'deliver', t, proc, g, m: `m-${proc}`, topic: 't', p: 0, o, v, k });
+  const copts = { compacted: ['t'], sawEvery: { head: ['t'] }, latestPerKey: { full: ['t'] } };
+  /** a (k1) @0, b (k2) @1, c (k1) @2: compaction removed a; the head saw all three, the full reader b and c. */
+  function compacted(): HistoryEvent[] {
+    return [
+      csend('a', 'k1'), cack('a', 0), csend('b', 'k2'), cack('b', 1), csend('c', 'k1'), cack('c', 2),
+      { e: 'join', t: 3, proc: 'h1', g: 'head', m: 'm-h1' },
+      cdel('head', 'h1', 'a', 0, 4, 'k1'), cdel('head', 'h1', 'b', 1, 5, 'k2'), cdel('head', 'h1', 'c', 2, 6, 'k1'),
+      { e: 'join', t: 7, proc: 'f1', g: 'full', m: 'm-f1' },
+      cdel('full', 'f1', 'b', 1, 8, 'k2'), cdel('full', 'f1', 'c', 2, 9, 'k1'),
+      clog('b', 1, 'k2'), clog('c', 2, 'k1'),
+    ];
+  }
+  const ckinds = (h: HistoryEvent[]) => [...new Set(check(h, copts).violations.map((v) => v.kind))].sort();
+
+  it('passes a compacted history: superseded records missing from the log and skipped by a reader', () => {
+    expect(check(compacted(), copts).violations).toEqual([]);
+  });
+
+  it('the same gap on a topic not declared compacted is a skip and a loss', () => {
+    expect([...new Set(check(compacted(), {}).violations.map((v) => v.kind))].sort()).toEqual(['lost', 'skipped']);
+  });
+
+  it('compaction + lost: the latest record of a key removed', () => {
+    const h = compacted().filter((x) => !(x.e === 'log' && x.v === 'c'));
+    expect(ckinds(h)).toEqual(['compaction', 'lost']);
+  });
+
+  it('compaction: two records of one key left after the last pass', () => {
+    expect(ckinds([...compacted(), clog('a', 0, 'k1')])).toEqual(['compaction']);
+  });
+
+  it('compaction: the full reader ended with a superseded value', () => {
+    const h = compacted().filter((x) => !(x.e === 'deliver' && x.g === 'full' && x.v === 'c'));
+    expect(ckinds(h)).toEqual(['compaction']);
+  });
+
+  it('skipped: a reader jumped over a record that was not superseded', () => {
+    const h = [...compacted().filter((x) => !(x.e === 'deliver' && x.g === 'full')), cdel('full', 'f1', 'a', 0, 8, 'k1'), cdel('full', 'f1', 'c', 2, 9, 'k1')];
+    expect(ckinds(h)).toEqual(['compaction', 'skipped']);
+  });
+
+  it('skipped: the head group missed an acknowledged record', () => {
+    const h = compacted().filter((x) => !(x.e === 'deliver' && x.g === 'head' && x.v === 'a'));
+    expect(ckinds(h)).toEqual(['skipped']);
+  });
+
+  it("order: offsets went down in a reader's stream", () => {
+    expect(ckinds([...compacted(), cdel('full', 'f1', 'b', 1, 10, 'k2')])).toEqual(['order', 'read-twice']);
+  });
+});

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { HistoryWriter, valueText, type HistoryEvent } from './history.js';
-import type { ConsumerConfig, FromWorker, ProducerConfig, RebuilderConfig } from './protocol.js';
+import type { CleanerConfig, ConsumerConfig, FromWorker, ProducerConfig, RebuilderConfig } from './protocol.js';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker.js');
@@ -119,7 +119,7 @@ export class Scenario {
     this.env.history.write({ e: 'note', t: Date.now(), proc: 'harness', detail });
   }
 
-  #spawn(prefix: string, build: (proc: string, historyFile: string) => ProducerConfig | ConsumerConfig | RebuilderConfig): Worker {
+  #spawn(prefix: string, build: (proc: string, historyFile: string) => ProducerConfig | ConsumerConfig | RebuilderConfig | CleanerConfig): Worker {
     const proc = `${prefix}${++this.#counter}`;
     const historyFile = path.join(this.env.dir, `${proc}.jsonl`);
     const config = build(proc, historyFile);
@@ -146,16 +146,21 @@ export class Scenario {
     return this.#spawn('r', (proc, historyFile) => ({ role: 'rebuilder', proc, historyFile, connectionString: this.env.workerUrl, schema: this.env.schema, ...input }));
   }
 
+  /** A process that only runs the cleaner loop (its lease elects one cleaner among them). */
+  cleaner(input: Omit<CleanerConfig, 'role' | 'proc' | 'historyFile' | 'connectionString' | 'schema'>): Worker {
+    return this.#spawn('x', (proc, historyFile) => ({ role: 'cleaner', proc, historyFile, connectionString: this.env.workerUrl, schema: this.env.schema, ...input }));
+  }
+
   workerOfMember(memberId: string): Worker | undefined {
     return this.#byMember.get(memberId);
   }
 
-  live(prefix: 'p' | 'c'): Worker[] {
+  live(prefix: 'p' | 'c' | 'x'): Worker[] {
     return this.workers.filter((w) => !w.exited && w.proc.startsWith(prefix));
   }
 
-  /** Creates topics and the effects table. */
-  async setup(topics: Array<{ topic: string; numPartitions: number }>): Promise<void> {
+  /** Creates topics (with their config keys) and the effects table. */
+  async setup(topics: Array<{ topic: string; numPartitions: number; configEntries?: Array<{ name: string; value: string }> }>): Promise<void> {
     await this.env.annals.admin().createTopics({ topics });
     await this.env.admin.query(`CREATE TABLE IF NOT EXISTS "${this.env.schema}".effects (g text NOT NULL, v text NOT NULL, n int NOT NULL, PRIMARY KEY (g, v))`);
   }
@@ -292,6 +297,7 @@ export async function openScenario(
     clientId: 'chaos-harness',
     storage: new PgLogStorage({ connectionString: directUrl, schema, poolSize: 3 }),
     retry: { retries: 30, initialRetryTime: 50, maxRetryTime: 1_000 },
+    cleaner: false, // scenarios that clean run cleaner workers, and passes of their own with runOnce
   });
   await annals.admin().listTopics(); // migrates
   const admin = new pg.Pool({ connectionString: directUrl, max: 2, application_name: 'chaos-harness' });

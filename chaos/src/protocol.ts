@@ -77,7 +77,14 @@ export interface RebuilderConfig extends CommonConfig {
   readonly delayMs: number;
 }
 
-export type WorkerConfig = ProducerConfig | ConsumerConfig | RebuilderConfig;
+/** Runs the in-process cleaner (retention and compaction) every `intervalMs`, and nothing else. */
+export interface CleanerConfig extends CommonConfig {
+  readonly role: 'cleaner';
+  readonly intervalMs: number;
+  readonly chunkRecords: number;
+}
+
+export type WorkerConfig = ProducerConfig | ConsumerConfig | RebuilderConfig | CleanerConfig;
 
 export type FromWorker =
   | { readonly type: 'ready' }

@@ -125,7 +125,7 @@ function table(rows: readonly Row[]): string {
       continue;
     }
     const c = r.counts;
-    const other = (['false-failure', 'log-duplicate', 'partial-txn', 'not-routed', 'crash', 'stalled'] as const).filter((k) => c[k] > 0).map((k) => `${k} ${c[k]}`).join(', ') || '0';
+    const other = (['false-failure', 'log-duplicate', 'partial-txn', 'compaction', 'not-routed', 'crash', 'stalled'] as const).filter((k) => c[k] > 0).map((k) => `${k} ${c[k]}`).join(', ') || '0';
     lines.push(
       `| ${row.def.name} | ${row.def.faults} (${r.faults}) | ${r.records} | ${c.lost} | ${c.effects} | ${c.order} | ${c.skipped} | ${c['double-owner']} | ${c['read-twice']} | ${c['aborted-read']} | ${other} | ${fmt(r.recoveryP99)} |`,
     );

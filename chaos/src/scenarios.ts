@@ -4,7 +4,7 @@
  * run within about four minutes on a shared two-core machine) and long (by hand).
  */
 import { encode } from '@msgpack/msgpack';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { CheckOptions } from './checker.js';
 import { sleep, type Scenario, type Worker } from './harness.js';
@@ -347,8 +347,59 @@ export const scenarios: ScenarioDef[] = [
   },
   {
     name: 'compaction-vs-consumers',
-    faults: 'the cleaner compacting while consumers read',
-    pending: 'no log cleaner in this tree (it is being built on another branch): nothing compacts yet',
+    faults: 'cleaners (own processes, 150 ms passes) compacting while a group tails the head and a slow group reads from the start; the leading cleaner SIGKILLed at a random moment (in or between its passes), the slow reader SIGKILLed; both respawned',
+    async run(s) {
+      const LAG_MS = 1_000;
+      const config = { 'cleanup.policy': 'compact', 'min.compaction.lag.ms': String(LAG_MS), 'segment.records': '1000' };
+      await s.setup([{ topic: 'kv', numPartitions: 2, configEntries: Object.entries(config).map(([name, value]) => ({ name, value })) }]);
+      s.startSampler(50);
+      const plain = (groupId: string) => ({ ...eo(groupId, ['kv']), exactlyOnce: false });
+      const cleaner = () => s.cleaner({ intervalMs: 150, chunkRecords: 25 });
+      cleaner();
+      cleaner(); // a standby: takes the lease over when the leader dies
+      const heads = [s.consumer(plain('head')), s.consumer(plain('head'))];
+      // The head group must be reading before anything is written (it is to see every record).
+      await Promise.all(heads.map((w) => Promise.race([w.ready.catch(() => {}), sleep(30_000)])));
+      for (let i = 0; i < 50 && heads.some((w) => w.memberId === undefined); i++) await sleep(100);
+      for (let i = 0; i < 2; i++) s.producer({ topic: 'kv', partitions: 2, producers: 1, count: n(s, 250, 1_000), keys: 6, modes: ['idempotent', 'send'], paceMs: 8, maxMs: n(s, 60_000, 240_000) });
+      await Promise.all(s.workers.map((w) => w.ready.catch(() => {})));
+      // The reader from the start comes late (compaction has begun) and reads slowly.
+      await sleep(1_500);
+      const fulls: Worker[] = [];
+      const full = () => fulls.push(s.consumer({ ...plain('full'), maxRecordsPerFetch: 5, handlerDelayMs: 15 }));
+      full();
+      // The leader: the cleaner whose history file (a note per pass) changed last.
+      const leader = () =>
+        s
+          .live('x')
+          .map((w) => ({ w, t: statSync(path.join(s.env.dir, `${w.proc}.jsonl`), { throwIfNoEntry: false })?.mtimeMs ?? 0 }))
+          .sort((a, b) => b.t - a.t)[0]?.w;
+      for (let k = 0; k < n(s, 6, 16); k++) {
+        await sleep(900 + Math.random() * 500);
+        if (k % 2 === 0) {
+          const victim = leader();
+          if (!victim) continue;
+          victim.kill('SIGKILL');
+          s.fault('cleaner-kill-9', 'all', { targets: [victim.proc], detail: victim.proc });
+          cleaner();
+        } else {
+          const victim = fulls.find((w) => !w.exited && w.memberId !== undefined);
+          if (!victim) continue;
+          victim.kill('SIGKILL');
+          s.fault('full-reader-kill-9', 'consumers', { targets: [victim.proc], detail: victim.proc });
+          full();
+        }
+      }
+      await finish(s, { head: ['kv'], full: ['kv'] });
+      // The last pass, judged as if the head were older than min.compaction.lag.ms: one record per key remains.
+      const last = await s.env.annals.cleaner.runOnce({ topics: ['kv'], now: Date.now() + 60_000 });
+      s.note(`final cleaner pass: ${last.ran ? `${last.report.partitions.reduce((n, p) => n + p.recordsCompacted, 0)} records compacted` : last.reason}`);
+      if (!last.ran) s.env.history.write({ e: 'stall', t: Date.now(), detail: `the final cleaner pass did not run: ${last.reason}` });
+      return {
+        options: { compacted: ['kv'], sawEvery: { head: ['kv'] }, latestPerKey: { full: ['kv'] }, drained: { head: ['kv'], full: ['kv'] } },
+        topics: ['kv'],
+      };
+    },
   },
   {
     name: 'projection-rebuild-killed',

@@ -1,6 +1,6 @@
 /**
- * A chaos worker: one OS process, a producer or a consumer-group member, that writes every
- * operation to its own history file before and after it happens. Started by the harness with
+ * A chaos worker: one OS process, a producer, a consumer-group member, a projection rebuilder or a
+ * cleaner, that writes every operation to its own history file before and after it happens. Started by the harness with
  * child_process.fork; its config is argv[2] (JSON). It may be killed at any moment (SIGKILL):
  * history lines are written synchronously, so everything it did before is on disk.
  */
@@ -21,6 +21,19 @@ const annals = new Annals<Kysely<any>>({
   clientId: config.proc,
   storage: new PgLogStorage({ connectionString: config.connectionString, schema: config.schema, migrate: false, poolSize: 3, connectionTimeoutMs: 3_000 }),
   retry: { retries: 12, initialRetryTime: 50, maxRetryTime: 1_000 },
+  // Only a cleaner worker cleans (the others would otherwise take part in the election).
+  cleaner:
+    config.role === 'cleaner'
+      ? {
+          intervalMs: config.intervalMs,
+          chunkRecords: config.chunkRecords,
+          onPass: (report) => {
+            const compacted = report.partitions.reduce((n, p) => n + p.recordsCompacted, 0);
+            history.write({ e: 'note', t: Date.now(), proc: config.proc, detail: `cleaner pass: ${compacted} records compacted in ${report.durationMs} ms` });
+          },
+          onError: (error) => history.write({ e: 'note', t: Date.now(), proc: config.proc, detail: `cleaner pass failed: ${String(error)}`.slice(0, 500) }),
+        }
+      : false,
 });
 
 function outcomeOf(error: unknown): { outcome: AckOutcome; code: string } {
@@ -265,7 +278,11 @@ async function runRebuilder(c: RebuilderConfig): Promise<number> {
 }
 
 try {
-  if (config.role === 'rebuilder') {
+  if (config.role === 'cleaner') {
+    // Connecting starts the cleaner loop; it runs until the harness stops or kills this process.
+    await annals.connect();
+    reply({ type: 'ready' });
+  } else if (config.role === 'rebuilder') {
     reply({ type: 'ready' });
     const events = await runRebuilder(config);
     reply({ type: 'done', sent: events });
