@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { check, VIOLATION_KINDS, type CheckResult } from './checker.js';
 import { createTemplate, openScenario } from './harness.js';
 import { readHistory } from './history.js';
-import { ChaosProxy } from './proxy.js';
+import { FaultProxy } from '@annals/testing/fault-proxy';
 import { scenarios, type Hooks, type ScenarioDef } from './scenarios.js';
 
 const args = process.argv.slice(2);
@@ -81,11 +81,11 @@ async function runOne(def: ScenarioDef, template: string | undefined): Promise<R
     phase('open');
     let error: string | undefined;
     let result: CheckResult | undefined;
-    let proxy: ChaosProxy | undefined;
+    let proxy: FaultProxy | undefined;
     try {
       if (def.name === 'proxy-faults') {
         const target = new URL(scenario.env.directUrl);
-        proxy = new ChaosProxy({ host: target.hostname, port: Number(target.port || 5432) });
+        proxy = new FaultProxy({ target: { host: target.hostname, port: Number(target.port || 5432) } });
         await proxy.start();
         scenario.env.workerUrl = proxy.connectionString(scenario.env.directUrl);
       }

@@ -34,7 +34,7 @@ export interface ScenarioDef {
 /** What only the runner can do (restart the server it owns, put a proxy in front). */
 export interface Hooks {
   restartServer?(): Promise<void>;
-  proxy?: import('./proxy.js').ChaosProxy;
+  proxy?: import('@annals/testing/fault-proxy').FaultProxy;
 }
 
 const n = (s: Scenario, short: number, long: number) => (s.env.short ? short : long);

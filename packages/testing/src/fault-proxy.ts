@@ -1,36 +1,40 @@
 /**
- * A TCP proxy on 127.0.0.1 for fault-injection tests: it forwards a client's connection to a
- * PostgreSQL server and can cut connections at chosen moments — every connection now, or just
- * after a COMMIT has reached the server but before its reply reaches the client (the "lost
- * acknowledgement" that idempotent producers exist for).
+ * A TCP proxy on 127.0.0.1 for fault-injection tests, between clients and PostgreSQL. It injects
+ * network faults: latency, cut connections (FIN), reset connections (RST), a black hole (bytes are
+ * swallowed and the sockets stay open until the hole closes, then they are reset), refused
+ * connections, and a COMMIT whose reply is lost (the server commits, the client never hears of
+ * it: the "unknown outcome" idempotent producers exist for). Used by the tests and by `npm run
+ * chaos`; importable without vitest from `@annals/testing/fault-proxy`.
  *
- * It only ever connects to the loopback target it was given.
+ * It listens on 127.0.0.1 only and forwards only to a loopback target.
  */
 import net from 'node:net';
 
+/** Options of {@link FaultProxy}. */
 export interface FaultProxyOptions {
-  /** The server to forward to, e.g. `{ host: '127.0.0.1', port: 5432 }`. Must be a loopback address. */
+  /** The PostgreSQL server to forward to: a loopback address only. */
   readonly target: { readonly host: string; readonly port: number };
 }
 
 interface Pair {
   readonly client: net.Socket;
   readonly server: net.Socket;
-  /** Set when this connection's next COMMIT reply must be swallowed and the connection cut. */
-  dropNextCommitReply: boolean;
-  commitInFlight: boolean;
+  dropNextReply: boolean;
+  /** Chunks waiting for their delay, per direction, to keep byte order. */
+  toServer: Promise<void>;
+  toClient: Promise<void>;
 }
 
-// A simple-query message: 'Q', int32 length, then the SQL text, NUL-terminated.
-// Walks the chunk message by message (type byte + int32 length) so bytes inside other messages
-// are never mistaken for a query.
-function isCommitQuery(chunk: Buffer): boolean {
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1)$/;
+
+/** True when a client chunk holds a simple-query COMMIT (walks the messages, so bytes inside others never match). */
+export function holdsCommit(chunk: Buffer): boolean {
   let i = 0;
   while (i + 5 <= chunk.length) {
     const len = chunk.readInt32BE(i + 1);
     if (len < 4) return false;
-    if (chunk[i] === 0x51 /* 'Q' */) {
-      const text = chunk.subarray(i + 5, Math.min(chunk.length, i + len)).toString('utf8').replace(/\0+$/, '').trim().toUpperCase();
+    if (chunk[i] === 0x51) {
+      const text = chunk.subarray(i + 5, Math.min(chunk.length, i + 1 + len)).toString('utf8').replace(/\0+$/, '').trim().toUpperCase();
       if (text === 'COMMIT' || text === 'COMMIT;' || text === 'END') return true;
     }
     i += 1 + len;
@@ -43,26 +47,37 @@ export class FaultProxy {
   readonly #pairs = new Set<Pair>();
   #server: net.Server | undefined;
   #port = 0;
+  #delayMs = 0;
+  #blackhole = false;
+  #refuse = false;
   #commitDrops = 0;
-  /** How many COMMIT replies were swallowed so far. */
-  droppedCommits = 0;
+  /** Counters of what was done, for the report. */
+  readonly stats = { connections: 0, cut: 0, reset: 0, refused: 0, droppedCommitReplies: 0, blackholed: 0 };
 
   constructor(options: FaultProxyOptions) {
     const { host, port } = options.target;
-    if (!/^(127\.\d+\.\d+\.\d+|localhost|::1)$/.test(host)) throw new Error(`FaultProxy only targets loopback addresses, not ${host}.`);
+    if (!LOOPBACK.test(host)) throw new Error(`FaultProxy only forwards to loopback addresses, not ${host}.`);
     this.#target = { host, port };
   }
 
-  /** Starts listening on a free loopback port; returns it. */
-  async start(): Promise<number> {
-    const server = net.createServer((client) => this.#accept(client));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    this.#server = server;
-    this.#port = (server.address() as net.AddressInfo).port;
+  /** The port it listens on (after `start()`). */
+  get port(): number {
     return this.#port;
   }
 
-  get port(): number {
+  /** COMMIT replies dropped so far. */
+  get droppedCommits(): number {
+    return this.stats.droppedCommitReplies;
+  }
+
+  async start(): Promise<number> {
+    const server = net.createServer((client) => this.#accept(client));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', resolve);
+    });
+    this.#server = server;
+    this.#port = (server.address() as net.AddressInfo).port;
     return this.#port;
   }
 
@@ -75,57 +90,115 @@ export class FaultProxy {
   }
 
   #accept(client: net.Socket): void {
+    if (this.#refuse) {
+      this.stats.refused++;
+      client.resetAndDestroy();
+      return;
+    }
+    this.stats.connections++;
     const server = net.connect(this.#target.port, this.#target.host);
-    const pair: Pair = { client, server, dropNextCommitReply: false, commitInFlight: false };
+    const pair: Pair = { client, server, dropNextReply: false, toServer: Promise.resolve(), toClient: Promise.resolve() };
     this.#pairs.add(pair);
     const close = () => {
       this.#pairs.delete(pair);
       client.destroy();
       server.destroy();
     };
-    client.on('data', (chunk: Buffer) => {
-      if (this.#commitDrops > 0 && isCommitQuery(chunk)) {
-        this.#commitDrops--;
-        pair.dropNextCommitReply = true;
-      }
-      server.write(chunk);
-    });
-    server.on('data', (chunk: Buffer) => {
-      if (pair.dropNextCommitReply) {
-        // The server has processed the COMMIT; the client never hears of it.
-        this.droppedCommits++;
-        close();
+    const forward = (to: net.Socket, chunk: Buffer, direction: 'toServer' | 'toClient') => {
+      if (this.#blackhole) {
+        this.stats.blackholed++;
         return;
       }
-      client.write(chunk);
+      const delay = this.#delayMs;
+      if (delay === 0) {
+        // Keep order behind chunks still waiting for an earlier delay.
+        pair[direction] = pair[direction].then(() => void (to.destroyed || to.write(chunk)));
+        return;
+      }
+      pair[direction] = pair[direction].then(
+        () => new Promise<void>((resolve) => setTimeout(() => (to.destroyed || to.write(chunk), resolve()), delay)),
+      );
+    };
+    client.on('data', (chunk: Buffer) => {
+      if (this.#commitDrops > 0 && !this.#blackhole && holdsCommit(chunk)) {
+        this.#commitDrops--;
+        pair.dropNextReply = true;
+      }
+      forward(server, chunk, 'toServer');
     });
-    client.on('error', close);
-    server.on('error', close);
-    client.on('close', close);
-    server.on('close', close);
+    server.on('data', (chunk: Buffer) => {
+      if (pair.dropNextReply) {
+        // The server has processed the COMMIT: the client never hears of it.
+        this.stats.droppedCommitReplies++;
+        this.#pairs.delete(pair);
+        client.resetAndDestroy();
+        server.destroy();
+        return;
+      }
+      forward(client, chunk, 'toClient');
+    });
+    for (const socket of [client, server]) {
+      socket.on('error', close);
+      socket.on('close', close);
+    }
   }
 
-  /** The next `n` COMMITs sent through the proxy reach the server, but their replies are lost and the connection cut. */
-  dropCommitReplies(n = 1): void {
-    this.#commitDrops += n;
+  /** Adds latency to every chunk, both ways (0 turns it off). */
+  delay(ms: number): void {
+    this.#delayMs = Math.max(0, ms);
   }
 
-  /** Cuts every open connection now. */
-  cutAll(): void {
+  /** Closes every open connection (FIN). */
+  cutAll(): number {
+    const n = this.#pairs.size;
     for (const p of this.#pairs) {
+      p.client.end();
       p.client.destroy();
       p.server.destroy();
     }
     this.#pairs.clear();
+    this.stats.cut += n;
+    return n;
   }
 
-  /** Number of open proxied connections. */
+  /** Resets every open connection (RST). */
+  resetAll(): number {
+    const n = this.#pairs.size;
+    for (const p of this.#pairs) {
+      p.client.resetAndDestroy();
+      p.server.resetAndDestroy();
+    }
+    this.#pairs.clear();
+    this.stats.reset += n;
+    return n;
+  }
+
+  /** Swallows every byte, both ways, for `ms` (sockets stay open: the peers just hear nothing); then resets those connections. */
+  async blackhole(ms: number): Promise<void> {
+    this.#blackhole = true;
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    this.#blackhole = false;
+    this.resetAll();
+  }
+
+  /** Refuses new connections for `ms`. */
+  async refuse(ms: number): Promise<void> {
+    this.#refuse = true;
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    this.#refuse = false;
+  }
+
+  /** The next `n` COMMITs reach the server, but their replies are lost and the connection reset. */
+  dropCommitReplies(n = 1): void {
+    this.#commitDrops += n;
+  }
+
   get connections(): number {
     return this.#pairs.size;
   }
 
   async stop(): Promise<void> {
-    this.cutAll();
+    this.resetAll();
     const server = this.#server;
     this.#server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
