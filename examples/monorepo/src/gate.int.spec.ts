@@ -1,9 +1,10 @@
 /**
- * The schema gate of the monorepo example, run as CI runs it: `bin/annals-gate.mjs` in a child
- * process, against the committed snapshot (`annals.contracts.json`) and a database's registry.
- * Contracts are changed on purpose in throw-away modules next to the real ones: an in-place edit
- * and an incompatible new version fail the gate (exit 1, a readable diff); a compatible new
- * version passes. Needs the built packages (`npm test` builds first; else `npx tsc -b`).
+ * The schema gate of the monorepo example, run as CI runs it: `annals schema check|push` (the
+ * built CLI) in a child process, against the committed snapshot (`annals.contracts.json`) and a
+ * database's registry. Contracts are changed on purpose in throw-away modules next to the real
+ * ones: an in-place edit and an incompatible new version fail the gate (exit 8, a readable diff);
+ * a compatible new version passes. Needs the built packages (`npm test` builds first; else
+ * `npx tsc -b`).
  */
 import { useTestDatabase } from '@annals/testing';
 import { execFile } from 'node:child_process';
@@ -13,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const bin = path.join(root, 'bin/annals-gate.mjs');
+const bin = path.resolve(root, '../../packages/cli/dist/bin.js');
 const tmp = path.join(root, '.gate-tmp');
 const database = useTestDatabase();
 
@@ -21,7 +22,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function gate(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { cwd: root, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
+    execFile(process.execPath, [bin, 'schema', ...args], { cwd: root, env: { ...process.env, ...env } }, (error, stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -59,7 +60,7 @@ describe('the schema gate in CI (examples/monorepo)', () => {
     const edited = `z.object({ orderId: z.string(), customerId: z.string(), totalCents: z.number() })`;
     const config = variant('edited', `{ 1: ${edited}, 2: ${V2} }`, `{ 1: (v1) => ({ ...v1, currency: 'EUR' }) }`);
     const { code, stdout } = await gate(['check', '--config', config]);
-    expect(code).toBe(1);
+    expect(code).toBe(8);
     expect(stdout).toContain('✗ schema check failed: 2 breaking change(s) in 1 event type(s).');
     expect(stdout).toContain('backward (v2 reading v1 records): totalCents: type changed — the writer writes number, the reader needs integer.');
     expect(stdout).toContain('✗ [version-changed vs snapshot] "order.placed" v1 was changed in place');
@@ -72,7 +73,7 @@ describe('the schema gate in CI (examples/monorepo)', () => {
     const v3 = `z.object({ orderId: z.string(), customerId: z.string(), totalCents: z.number().int().nonnegative(), currency: z.string().length(3).default('EUR'), vatCents: z.number().int() })`;
     const config = variant('incompatible', `{ 1: ${V1}, 2: ${V2}, 3: ${v3} }`, `{ 1: (v1) => ({ ...v1, currency: 'EUR' }), 2: (v2) => ({ ...v2, vatCents: 0 }) }`);
     const { code, stdout } = await gate(['check', '--config', config]);
-    expect(code).toBe(1);
+    expect(code).toBe(8);
     expect(stdout).toContain('"order.placed" v3 is not full-compatible with v2');
     expect(stdout).toContain('backward (v3 reading v2 records): vatCents: required by the reader (integer), but the writer never writes it');
   });
@@ -88,26 +89,30 @@ describe('the schema gate in CI (examples/monorepo)', () => {
 
   it('pushes to the registry, then refuses (all or nothing) and checks against it', async () => {
     const env = { DATABASE_URL: database.connectionString };
+    const migrated = await new Promise<number>((resolve) =>
+      execFile(process.execPath, [bin, 'migrate'], { cwd: root, env: { ...process.env, ...env } }, (error) => resolve(error ? 1 : 0)),
+    );
+    expect(migrated).toBe(0);
     const pushed = await gate(['push'], env);
     expect(pushed.stdout).toContain('✓ schema push: 3 version(s) registered, 0 already registered.');
     expect(pushed.code).toBe(0);
     const edited = `z.object({ orderId: z.string(), customerId: z.string(), totalCents: z.number() })`;
     const config = variant('edited-push', `{ 1: ${edited}, 2: ${V2} }`, `{ 1: (v1) => ({ ...v1, currency: 'EUR' }) }`);
     const refused = await gate(['push', '--config', config], env);
-    expect(refused.code).toBe(1);
+    expect(refused.code).toBe(8);
     expect(refused.stdout).toContain('✗ schema push refused: 1 version(s) are registered with another schema. Nothing was registered.');
     expect(refused.stdout).toContain('~ properties.totalCents.type: "integer" → "number"');
     const checked = await gate(['check', '--registry'], env);
     expect(checked.code).toBe(0);
     const againstRegistry = await gate(['check', '--registry', '--config', config], env);
-    expect(againstRegistry.code).toBe(1);
+    expect(againstRegistry.code).toBe(8);
     expect(againstRegistry.stdout).toContain('[version-changed vs registry] "order.placed" v1 was changed in place');
   });
 
-  it('exits 2 with a usage or loading error', async () => {
+  it('exits 2 on a usage error, 4 on a missing config file', async () => {
     expect((await gate(['frobnicate'])).code).toBe(2);
     const missing = await gate(['check', '--config', 'nope.json']);
-    expect(missing.code).toBe(2);
+    expect(missing.code).toBe(4);
     expect(missing.stderr).toContain('does not exist');
   });
 });

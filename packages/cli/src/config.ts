@@ -103,12 +103,14 @@ async function readConfigFile(file: string): Promise<unknown> {
 
 function resolveConfig(raw: unknown, file: string): AnnalsConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new CliUsageError(`Config file ${file} must export an object { url?, schema?, modules? }.`);
+    throw new CliUsageError(`Config file ${file} must export an object { url?, schema?, modules?, contracts?, snapshot?, compatibility? }.`);
   }
-  const known = new Set(['url', 'schema', 'modules']);
+  // `contracts`, `snapshot` and `compatibility` belong to the schema gate (`annals schema …`),
+  // which reads them with @annals/core's loadContracts: one config file serves both.
+  const known = new Set(['url', 'schema', 'modules', 'contracts', 'snapshot', 'compatibility']);
   const unknown = Object.keys(raw).filter((k) => !known.has(k));
   if (unknown.length > 0) {
-    throw new CliUsageError(`Config file ${file} has unknown key(s) ${unknown.map((k) => JSON.stringify(k)).join(', ')}; known keys: url, schema, modules.`);
+    throw new CliUsageError(`Config file ${file} has unknown key(s) ${unknown.map((k) => JSON.stringify(k)).join(', ')}; known keys: ${[...known].join(', ')}.`);
   }
   const c = raw as Record<string, unknown>;
   for (const key of ['url', 'schema'] as const) {

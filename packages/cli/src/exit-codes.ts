@@ -22,6 +22,8 @@ export const ExitCode = Object.freeze({
   UNAVAILABLE: 6,
   /** `cleaner run`: another process holds the cleaner lease (it is cleaning this database); nothing was done. */
   LEASE_HELD: 7,
+  /** `schema check` found a breaking contract change, or `schema push` a version registered with another schema. */
+  CONTRACT_BREAKING: 8,
   /** Stopped by SIGINT / SIGTERM (128 + SIGINT, as shells report it). */
   INTERRUPTED: 130,
 });
@@ -56,6 +58,7 @@ const BY_CODE: Readonly<Record<string, ExitCodeValue>> = Object.freeze({
   UNKNOWN_TOPIC_OR_PARTITION: ExitCode.NOT_FOUND,
   GROUP_ID_NOT_FOUND: ExitCode.NOT_FOUND,
   TOPIC_ALREADY_EXISTS: ExitCode.ALREADY_EXISTS,
+  CONTRACT_LOAD_FAILED: ExitCode.USAGE,
   CONNECTION_ERROR: ExitCode.UNAVAILABLE,
   INVALID_CONFIG: ExitCode.USAGE,
   INVALID_OPTIONS: ExitCode.USAGE,

@@ -1,7 +1,7 @@
 /**
  * The contracts package of the monorepo: every event and topic the services share, defined once.
  * In a real repository this is its own workspace (`packages/contracts`) that both services depend
- * on; the schema gate (`bin/annals-gate.mjs check`) compares it with `annals.contracts.json` in CI.
+ * on; the schema gate (`annals schema check`) compares it with `annals.contracts.json` in CI.
  */
 import { defineEvent, defineTopic } from '@annals/core';
 import { z } from 'zod';

@@ -10,6 +10,7 @@ import { groupsCommands } from './groups.js';
 import { migrateCommand } from './migrate.js';
 import { produceCommand } from './produce.js';
 import { projectionsCommands } from './projections.js';
+import { schemaCommands } from './schema.js';
 import { topicsCommands } from './topics.js';
 
 /** Every command group the binary registers. */
@@ -22,4 +23,5 @@ export const COMMAND_GROUPS: readonly CommandGroup[] = Object.freeze([
   projectionsCommands,
   migrateCommand,
   cleanerCommands,
+  schemaCommands,
 ]);
