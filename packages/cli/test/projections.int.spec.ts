@@ -151,7 +151,7 @@ describe('config files', () => {
       await writeFile(path.join(other, 'bad.json'), JSON.stringify({ modules: ['./missing.js'], urls: 'x' }));
       const badKey = await run(['projections', 'list', '--config', path.join(other, 'bad.json')]);
       expect(badKey.code).toBe(2);
-      expect(badKey.stderr).toContain('has unknown key(s) "urls"; known keys: url, schema, modules.');
+      expect(badKey.stderr).toContain('has unknown key(s) "urls"; known keys: url, schema, modules, contracts, snapshot, compatibility.');
       await writeFile(path.join(other, 'missing.json'), JSON.stringify({ modules: ['./missing.js'] }));
       const missing = await run(['projections', 'rebuild', 'order-totals', '--config', path.join(other, 'missing.json')]);
       expect(missing.code).toBe(4);
