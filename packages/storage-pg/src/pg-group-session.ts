@@ -106,24 +106,8 @@ export class PgGroupSession implements GroupSession {
       );
     }
     await this.#run(plans.expireStatement(this.#t, this.groupId));
-    const { rows } = await this.#run<{
-      member_id: string;
-      client_id: string;
-      client_host: string;
-      topics: string[];
-      joined_at: number;
-      heartbeat_at: number;
-      owned: Array<{ topic: string; partition: number }>;
-    }>(plans.liveMembersStatement(this.#t, this.groupId));
-    return rows.map((r) => ({
-      memberId: r.member_id,
-      clientId: r.client_id,
-      clientHost: r.client_host,
-      topics: r.topics,
-      joinedAt: Math.floor(r.joined_at),
-      heartbeatAt: Math.floor(r.heartbeat_at),
-      owned: r.owned,
-    }));
+    const { rows } = await this.#run<plans.LiveMemberRow>(plans.liveMembersStatement(this.#t, this.groupId));
+    return rows.map(plans.toLiveMember);
   }
 
   async claim(topic: string, partition: number): Promise<PartitionClaim> {

@@ -79,6 +79,8 @@ import {
   fetchCommittedStatement,
   listGroupsStatement,
   liveMembersStatement,
+  toLiveMember,
+  type LiveMemberRow,
 } from './plans-groups.js';
 
 /** Options of {@link PgLogStorage}: exactly one of `connectionString`, `pool` or `connect`. */
@@ -1049,17 +1051,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
   }
 
   async describeGroup(groupId: string): Promise<GroupDescription> {
-    const members = await this.#query<{
-      member_id: string;
-      client_id: string;
-      client_host: string;
-      topics: string[];
-      joined_at: number;
-      heartbeat_at: number;
-      owned: Array<{ topic: string; partition: number }>;
-    }>(
-      liveMembersStatement(this.#tables, groupId),
-    );
+    const members = await this.#query<LiveMemberRow>(liveMembersStatement(this.#tables, groupId));
     const parts = await this.#query<{
       topic: string;
       partition: number;
@@ -1072,15 +1064,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     }>(describeGroupStatement(this.#tables, groupId));
     return {
       groupId,
-      members: members.rows.map((r) => ({
-        memberId: r.member_id,
-        clientId: r.client_id,
-        clientHost: r.client_host,
-        topics: r.topics,
-        joinedAt: Math.floor(r.joined_at),
-        heartbeatAt: Math.floor(r.heartbeat_at),
-        owned: r.owned,
-      })),
+      members: members.rows.map(toLiveMember),
       partitions: parts.rows.map((r) => ({
         topic: r.topic,
         partition: r.partition,

@@ -11,6 +11,7 @@
  * transaction (with the handler's writes) rolls back. A claim waits for a commit that already
  * holds the share lock, then reads the committed offset, so nothing is processed twice.
  */
+import type { LiveMember } from '@annals/core';
 import type { Statement, Tables } from './plans.js';
 
 export function lockKeyText(t: Tables, groupId: string, topic: string, partition: number): string {
@@ -66,6 +67,30 @@ SELECT e.member_id,
   pg_notify($2, '#g/' || $1) IS NULL AS notified
 FROM expired e`,
     values: [groupId, t.channel],
+  };
+}
+
+/** A row of {@link liveMembersStatement}. */
+export interface LiveMemberRow {
+  member_id: string;
+  client_id: string;
+  client_host: string;
+  topics: string[];
+  joined_at: number;
+  heartbeat_at: number;
+  owned: Array<{ topic: string; partition: number }>;
+}
+
+/** A {@link LiveMemberRow} as the storage port's `LiveMember`. */
+export function toLiveMember(r: LiveMemberRow): LiveMember {
+  return {
+    memberId: r.member_id,
+    clientId: r.client_id,
+    clientHost: r.client_host,
+    topics: r.topics,
+    joinedAt: Math.floor(r.joined_at),
+    heartbeatAt: Math.floor(r.heartbeat_at),
+    owned: r.owned,
   };
 }
 
