@@ -361,6 +361,22 @@ abstract class StreamOperations {
     return { records, data };
   }
 
+  /** Validates `options`, locates the stream, prepares the events and appends them at `expectedVersion`. */
+  protected async appendEvents(
+    topic: TopicContract,
+    key: StreamKey,
+    events: readonly NewEvent<AnyEventContract>[],
+    options: AppendToStreamOptions,
+  ): Promise<{ partition: number; records: readonly PreparedRecord[]; result: StreamAppendResult | undefined }> {
+    if (!options || !('expectedVersion' in options)) {
+      throw new InvalidOptionsError(`append(topic, key, events, { expectedVersion }) needs an expectedVersion (a number, 'no-stream' or 'any').`);
+    }
+    const where = await this.locate(topic, key);
+    const { records } = await this.prepare(topic, where.key, where.partition, events, options.headers);
+    const result = await this.appendPrepared(topic, where.key, where.partition, records, options.expectedVersion);
+    return { partition: where.partition, records, result };
+  }
+
   protected async appendPrepared(
     topic: TopicContract,
     key: Uint8Array,
@@ -419,17 +435,14 @@ export class Aggregates extends StreamOperations {
     events: readonly NewEvent<EventsOfTopic<T>>[],
     options: AppendToStreamOptions,
   ): Promise<StreamAppended> {
-    if (!options || !('expectedVersion' in options)) {
-      throw new InvalidOptionsError(`append(topic, key, events, { expectedVersion }) needs an expectedVersion (a number, 'no-stream' or 'any').`);
-    }
-    const where = await this.locate(topic, key);
-    const { records } = await this.prepare(topic, where.key, where.partition, events, options.headers);
-    const result = (await this.appendPrepared(topic, where.key, where.partition, records, options.expectedVersion))!;
+    const appended = await this.appendEvents(topic, key, events, options);
+    const { records } = appended;
+    const result = appended.result!;
     const stream = result.streams[0]!;
     const base = result.appends[0]?.baseOffset;
     return {
       topic: topic.name,
-      partition: where.partition,
+      partition: appended.partition,
       previousVersion: stream.previousVersion,
       version: stream.version,
       offsets: base === undefined ? [] : records.map((_, i) => base + BigInt(i)),
@@ -540,12 +553,7 @@ export class TransactionAggregates extends StreamOperations {
     events: readonly NewEvent<EventsOfTopic<T>>[],
     options: AppendToStreamOptions,
   ): Promise<void> {
-    if (!options || !('expectedVersion' in options)) {
-      throw new InvalidOptionsError(`append(topic, key, events, { expectedVersion }) needs an expectedVersion (a number, 'no-stream' or 'any').`);
-    }
-    const where = await this.locate(topic, key);
-    const { records } = await this.prepare(topic, where.key, where.partition, events, options.headers);
-    await this.appendPrepared(topic, where.key, where.partition, records, options.expectedVersion);
+    await this.appendEvents(topic, key, events, options);
   }
 
   /**
