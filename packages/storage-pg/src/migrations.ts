@@ -317,6 +317,32 @@ END $fn$`).execute(db);
         await sql`DROP TABLE ${t('schema_registry')}`.execute(db);
       },
     },
+    '0008_stream_marks': {
+      async up(db: AnyDb) {
+        // Two marks on the head row, kept by expected-version appends only (plain appends never
+        // touch them), so that a stream append can prove, without reading the records, that no
+        // record it has not counted carries its key: `stream_end` is the log end right after the
+        // last expected-version append; every record not counted by a stream counter lies below
+        // `plain_end`, or at or above `stream_end`. See plans-aggregates.ts. Existing partitions
+        // start at (0, 0), which sends their next stream append to the records, as before.
+        await sql`ALTER TABLE ${t('partitions')}
+          ADD COLUMN stream_end bigint NOT NULL DEFAULT 0,
+          ADD COLUMN plain_end bigint NOT NULL DEFAULT 0`.execute(db);
+        // The records of one key in one partition from an offset on: their count and last offset.
+        // A function, so that the statements calling it only when the marks cannot rule such
+        // records out are planned without a scan of every segment of the records table.
+        await sql.raw(`CREATE FUNCTION ${s}.stream_tail(p_topic text, p_partition integer, p_key bytea, p_from bigint) RETURNS bigint[]
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+  RETURN (SELECT ARRAY[count(*), max(r."offset")] FROM ${s}.records r
+    WHERE r.topic = p_topic AND r.partition = p_partition AND r.key = p_key AND r."offset" >= p_from);
+END $fn$`).execute(db);
+      },
+      async down(db: AnyDb) {
+        await sql.raw(`DROP FUNCTION ${s}.stream_tail(text, integer, bytea, bigint)`).execute(db);
+        await sql`ALTER TABLE ${t('partitions')} DROP COLUMN stream_end, DROP COLUMN plain_end`.execute(db);
+      },
+    },
   };
 }
 

@@ -69,8 +69,19 @@ import { PgProjectionStore } from './pg-projection-store.js';
 import { acquirePgCleaner } from './pg-cleaner.js';
 import * as plans from './plans.js';
 import { createHash } from 'node:crypto';
-import { readStreamStatement, saveSnapshotStatement, deleteSnapshotsStatement, streamAppendStatement, streamTables, type StreamAppendRow, type StreamReadRow, type StreamTables } from './plans-aggregates.js';
-import { interpretStreamAppend, interpretStreamRead, prepareStreamAppend } from './pg-streams.js';
+import {
+  readStreamStatement,
+  saveSnapshotStatement,
+  deleteSnapshotsStatement,
+  streamAppendOneStatement,
+  streamAppendStatement,
+  streamTables,
+  type StreamAppendOneRow,
+  type StreamAppendRow,
+  type StreamReadRow,
+  type StreamTables,
+} from './plans-aggregates.js';
+import { interpretStreamAppend, interpretStreamAppendOne, interpretStreamRead, prepareStreamAppend, singleStream } from './pg-streams.js';
 import {
   commitOffsetsStatement,
   deleteGroupStatements,
@@ -825,7 +836,38 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     if (streams.length === 0) return { appends: await this.append(appends, options), streams: [] };
     const prepared = prepareStreamAppend(appends, streams);
     const groups = groupsOf(appends);
-    if ((options.acks ?? -1) === -1 && prepared.rows <= MAX_ROWS_PER_STATEMENT) {
+    const single = (options.acks ?? -1) === -1 ? singleStream(appends, prepared, MAX_ROWS_PER_STATEMENT) : null;
+    if (single) {
+      // The common case (one stream, its own records): the lean statement, prepared once.
+      const group = groups[0]!;
+      const statement = streamAppendOneStatement(this.#tables, this.#streamTables, { ...single, rows: group.rows });
+      let client: pg.PoolClient | undefined;
+      let broken: unknown;
+      let row: StreamAppendOneRow | undefined;
+      let missingSegment = false;
+      try {
+        client = await this.#client();
+        row = (await client.query<StreamAppendOneRow>(this.#prepared(statement, true))).rows[0];
+      } catch (error) {
+        if (!client) throw error;
+        if (isConnectionFailure(error)) broken = error;
+        if (!isMissingSegment(error)) throw this.#appendError(error, appends, true);
+        missingSegment = true;
+      } finally {
+        client?.release(broken instanceof Error ? broken : undefined);
+      }
+      if (missingSegment) {
+        await this.#ensureAhead(prepared.heads);
+      } else {
+        const verdict = interpretStreamAppendOne(row, streams[0]!, single);
+        if (verdict !== 'stale') {
+          const results: PartitionAppendResult[] = [{ topic: group.topic, partition: group.partition, baseOffset: verdict.base, duplicate: false }];
+          this.wakeAfterCommit(appends);
+          this.#checkSegments(appends, results);
+          return { appends: results, streams: [verdict.version] };
+        }
+      }
+    } else if ((options.acks ?? -1) === -1 && prepared.rows <= MAX_ROWS_PER_STATEMENT) {
       const statement = streamAppendStatement(this.#tables, this.#streamTables, prepared.heads, groups, prepared.checks, { notify: false });
       const small = prepared.rows <= 8 && prepared.heads.length <= 4;
       let client: pg.PoolClient | undefined;

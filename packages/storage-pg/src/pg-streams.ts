@@ -19,7 +19,7 @@ import {
   type StreamVersionChange,
 } from '@annals/core';
 import { decodeHeaders } from './internal/headers.js';
-import type { StreamAppendRow, StreamCheck, StreamHead, StreamReadRow } from './plans-aggregates.js';
+import type { StreamAppendOneRow, StreamAppendRow, StreamCheck, StreamHead, StreamReadRow } from './plans-aggregates.js';
 
 const keyText = (key: Uint8Array): string => new TextDecoder().decode(key);
 
@@ -114,6 +114,48 @@ export function interpretStreamAppend(
     if (expected !== null && expected !== actual) throw wrongVersion(s, actual);
     return { topic: s.topic, partition: s.partition, key: s.key, previousVersion: actual, version: actual + prepared.checks[i]!.n };
   });
+}
+
+/**
+ * The one stream of a call that `streamAppendOneStatement` can write: one stream whose records
+ * (at least one) all carry its key and go to its partition. Null otherwise.
+ */
+export function singleStream(appends: readonly PartitionAppend[], prepared: PreparedStreamAppend, maxRows: number): StreamCheck | null {
+  if (prepared.checks.length !== 1 || appends.length !== 1) return null;
+  const check = prepared.checks[0]!;
+  const only = appends[0]!;
+  if (only.topic !== check.topic || only.partition !== check.partition) return null;
+  if (check.n !== only.records.length || check.n === 0 || check.n > maxRows) return null;
+  return check;
+}
+
+/**
+ * The verdict of a `streamAppendOneStatement` row: `'stale'` (nothing written; retry with the
+ * lock held), or the stream's versions and the base offset. Throws the typed error of a failed
+ * check (nothing written), or when the partition does not exist (no row).
+ */
+export function interpretStreamAppendOne(
+  row: StreamAppendOneRow | undefined,
+  stream: StreamExpectation,
+  check: StreamCheck,
+): 'stale' | { version: StreamVersionChange; base: bigint } {
+  if (!row) {
+    throw new UnknownTopicOrPartitionError(`Cannot append: partition ${stream.partition} of topic "${stream.topic}" does not exist. Nothing was written.`, {
+      topic: stream.topic,
+      partition: stream.partition,
+    });
+  }
+  const actual = Number(row.actual);
+  if (row.base === null) {
+    if (!row.streamable) throw notStreamable(stream.topic, row.policy, row.retention_ms, row.retention_bytes);
+    if (row.home !== null && row.home !== stream.partition) throw movedStream(stream.topic, stream.key, row.home, stream.partition);
+    if (check.expected !== null && check.expected !== actual) throw wrongVersion(stream, actual);
+    return 'stale';
+  }
+  return {
+    base: BigInt(row.base),
+    version: { topic: stream.topic, partition: stream.partition, key: stream.key, previousVersion: actual, version: actual + check.n },
+  };
 }
 
 export function wrongVersion(s: StreamExpectation, actual: number): WrongExpectedVersionError {

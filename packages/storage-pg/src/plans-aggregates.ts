@@ -38,11 +38,13 @@ import type { AppendGroup, Statement, Tables } from './plans.js';
 export interface StreamTables {
   readonly streamVersions: string;
   readonly streamSnapshots: string;
+  /** The `stream_tail` function (migration 0008), schema-qualified. */
+  readonly streamTail: string;
 }
 
 export function streamTables(schema: string): StreamTables {
   const q = (name: string) => `${quoteIdent(schema)}.${quoteIdent(name)}`;
-  return Object.freeze({ streamVersions: q('stream_versions'), streamSnapshots: q('stream_snapshots') });
+  return Object.freeze({ streamVersions: q('stream_versions'), streamSnapshots: q('stream_snapshots'), streamTail: q('stream_tail') });
 }
 
 /** A partition whose head the statement locks, and how many records it appends there. */
@@ -107,8 +109,13 @@ export function streamAppendStatement(
     return ref;
   };
   const int = (n: number) => String(Math.trunc(n));
+  // `covered`: how many of the head's records carry the key of a stream checked here (they are
+  // counted by its counter); the rest are plain records for the marks.
+  const covered = (h: StreamHead) => streams.reduce((n, s) => (s.topic === h.topic && s.partition === h.partition ? n + s.n : n), 0);
   const inputs = heads.map((h, i) =>
-    i === 0 ? `(${topicRef(h.topic)}::text, ${int(h.partition)}::int, ${int(h.n)}::bigint)` : `(${topicRef(h.topic)}, ${int(h.partition)}, ${int(h.n)})`,
+    i === 0
+      ? `(${topicRef(h.topic)}::text, ${int(h.partition)}::int, ${int(h.n)}::bigint, ${int(covered(h))}::bigint)`
+      : `(${topicRef(h.topic)}, ${int(h.partition)}, ${int(h.n)}, ${int(covered(h))})`,
   );
   const rows: string[] = [];
   for (const g of groups) {
@@ -136,9 +143,11 @@ export function streamAppendStatement(
     rows.length > 0
       ? `(VALUES ${rows.join(', ')})`
       : `(SELECT NULL::text, NULL::int, NULL::bigint, NULL::timestamptz, NULL::bytea, NULL::bytea, NULL::bytea WHERE false)`;
-  const text = `WITH input(topic, partition, n) AS (VALUES ${inputs.join(', ')}),
+  const text = `WITH input(topic, partition, n, covered) AS (VALUES ${inputs.join(', ')}),
 locked AS MATERIALIZED (
-  SELECT p.topic, p.partition, p.next_offset, p.log_start_offset FROM ${t.partitions} p
+  SELECT p.topic, p.partition, p.next_offset, p.log_start_offset,
+    CASE WHEN p.next_offset > p.stream_end THEN p.next_offset ELSE p.plain_end END AS bound
+  FROM ${t.partitions} p
   WHERE (p.topic, p.partition) IN (SELECT i.topic, i.partition FROM input i)
   ORDER BY p.topic, p.partition FOR UPDATE OF p
 ),
@@ -160,11 +169,11 @@ cur AS MATERIALIZED (
   JOIN locked l ON l.topic = s.topic AND l.partition = s.partition
   JOIN ${t.topics} tp ON tp.name = s.topic
   LEFT JOIN ${st.streamVersions} c ON c.topic = s.topic AND c.key = s.key
+  CROSS JOIN LATERAL (SELECT greatest(l.log_start_offset, coalesce(c.last_offset + 1, 0)) AS "from") f
   CROSS JOIN LATERAL (
-    SELECT count(*) AS cnt, max(r."offset") AS max_offset FROM ${t.records} r
-    WHERE r.topic = s.topic AND r.partition = s.partition AND r.key = s.key
-      AND r."offset" >= greatest(l.log_start_offset, coalesce(c.last_offset + 1, 0))
-  ) pr
+    SELECT CASE WHEN l.bound > f."from" THEN ${st.streamTail}(s.topic, s.partition, s.key, f."from") ELSE ARRAY[0, NULL]::bigint[] END AS tail
+  ) tl
+  CROSS JOIN LATERAL (SELECT tl.tail[1] AS cnt, tl.tail[2] AS max_offset) pr
 ),
 go AS MATERIALIZED (
   SELECT v.complete AND v.fresh AND NOT EXISTS (
@@ -173,7 +182,8 @@ go AS MATERIALIZED (
   FROM verdict v
 ),
 heads AS (
-  UPDATE ${t.partitions} p SET next_offset = p.next_offset + i.n
+  UPDATE ${t.partitions} p SET next_offset = p.next_offset + i.n, stream_end = p.next_offset + i.n,
+    plain_end = CASE WHEN i.covered < i.n THEN p.next_offset + i.n WHEN p.next_offset > p.stream_end THEN p.next_offset ELSE p.plain_end END
   FROM input i WHERE (SELECT ok FROM go) AND i.n > 0 AND p.topic = i.topic AND p.partition = i.partition
   RETURNING p.topic, p.partition, p.next_offset - i.n AS base
 ),
@@ -197,6 +207,89 @@ SELECT v.complete, v.fresh, (SELECT ok FROM go) AS ok,
       'notified', ${options.notify ? `CASE WHEN h.topic IS NULL THEN false ELSE pg_notify($1, h.topic || '/' || h.partition) IS NULL END` : `$1::text IS NULL`}))
     FROM locked l LEFT JOIN heads h ON h.topic = l.topic AND h.partition = l.partition) AS heads
 FROM verdict v`;
+  return { text, values };
+}
+
+/** What `streamAppendOneStatement` returns: one row, or none when the partition does not exist. */
+export interface StreamAppendOneRow {
+  /** The stream's version in the statement's snapshot (the version checked). */
+  readonly actual: string;
+  readonly home: number | null;
+  readonly streamable: boolean;
+  readonly policy: string | null;
+  readonly retention_ms: string | null;
+  readonly retention_bytes: string | null;
+  /** The base offset written, or null when nothing was written. */
+  readonly base: string | null;
+}
+
+/**
+ * The common expected-version append in one lean statement: one stream, all of whose records
+ * (1 to `MAX_ROWS_PER_STATEMENT`) go to its own partition. Its text is the same for every call
+ * (records travel as arrays), so it is prepared once per connection and runs as a generic plan.
+ *
+ * It reads the head, the counter and the topic's config in the statement's snapshot; counts
+ * records of the key after the counter only when the marks cannot rule them out
+ * (`stream_tail`); and advances the head only if the head's `next_offset` is still the one the
+ * snapshot saw — the UPDATE re-checks that condition on the latest row version once it holds the
+ * lock (READ COMMITTED), so success proves that no append to the partition committed between
+ * the snapshot and the lock, and the snapshot's check held at the lock. When nothing was written
+ * (`base` null) and the snapshot's checks passed, the snapshot was stale: the caller retries in a
+ * transaction. A failed check is reported as of the snapshot (a moment within the call).
+ *
+ * Parameters: topic, partition, key, expected version (null: any), timestamps, values, headers
+ * (three arrays of the records' fields, in order), record count.
+ */
+export function streamAppendOneStatement(
+  t: Tables,
+  st: StreamTables,
+  append: { topic: string; partition: number; key: Uint8Array; expected: number | null; rows: AppendGroup['rows'] },
+): Statement {
+  const n = append.rows.length;
+  const text = `WITH s AS MATERIALIZED (
+  SELECT p.next_offset AS seen, greatest(p.log_start_offset, coalesce(c.last_offset + 1, 0)) AS "from",
+    CASE WHEN p.next_offset > p.stream_end THEN p.next_offset ELSE p.plain_end END AS bound,
+    coalesce(c.version, 0) AS counted, c.partition AS home,
+    tp.config->>'cleanup.policy' AS policy, tp.config->>'retention.ms' AS retention_ms, tp.config->>'retention.bytes' AS retention_bytes
+  FROM ${t.partitions} p JOIN ${t.topics} tp ON tp.name = p.topic
+  LEFT JOIN ${st.streamVersions} c ON c.topic = p.topic AND c.key = $3::bytea
+  WHERE p.topic = $1::text AND p.partition = $2::int
+),
+v AS MATERIALIZED (
+  SELECT s.seen, s.bound, s.home, s.policy, s.retention_ms, s.retention_bytes,
+    s.counted + CASE WHEN s.bound > s."from" THEN (${st.streamTail}($1::text, $2::int, $3::bytea, s."from"))[1] ELSE 0 END AS actual,
+    coalesce(s.policy = 'delete' AND (s.retention_ms)::bigint = -1 AND coalesce((s.retention_bytes)::bigint, -1) = -1, false) AS streamable
+  FROM s
+),
+h AS (
+  UPDATE ${t.partitions} p SET next_offset = p.next_offset + $8::bigint, stream_end = p.next_offset + $8::bigint, plain_end = v.bound
+  FROM v
+  WHERE p.topic = $1::text AND p.partition = $2::int AND p.next_offset = v.seen
+    AND v.streamable AND (v.home IS NULL OR v.home = $2::int) AND ($4::bigint IS NULL OR $4::bigint = v.actual)
+  RETURNING p.next_offset - $8::bigint AS base
+),
+ins AS (
+  INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
+  SELECT $1::text, $2::int, h.base + u.i - 1, coalesce(u.ts, now()), $3::bytea, u.value, u.headers
+  FROM h CROSS JOIN unnest($5::timestamptz[], $6::bytea[], $7::bytea[]) WITH ORDINALITY AS u(ts, value, headers, i)
+),
+counter AS (
+  INSERT INTO ${st.streamVersions} (topic, key, partition, version, last_offset)
+  SELECT $1::text, $3::bytea, $2::int, v.actual + $8::bigint, h.base + $8::bigint - 1 FROM h CROSS JOIN v
+  ON CONFLICT (topic, key) DO UPDATE SET partition = EXCLUDED.partition, version = EXCLUDED.version, last_offset = EXCLUDED.last_offset
+)
+SELECT v.actual::text AS actual, v.home, v.streamable, v.policy, v.retention_ms, v.retention_bytes, h.base::text AS base
+FROM v LEFT JOIN h ON true`;
+  const values: unknown[] = [
+    append.topic,
+    append.partition | 0,
+    append.key,
+    append.expected === null ? null : String(append.expected),
+    append.rows.map((r) => r.timestamp),
+    append.rows.map((r) => r.value),
+    append.rows.map((r) => r.headers),
+    String(n),
+  ];
   return { text, values };
 }
 

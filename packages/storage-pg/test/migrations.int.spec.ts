@@ -24,6 +24,7 @@ describe('migrations', () => {
       expect(names).toContain('0005_projections');
       expect(names).toContain('0006_cleaner');
       expect(names).toContain('0007_schema_registry');
+      expect(names).toContain('0008_stream_marks');
       expect((await migrateToLatest(db, schema, '0001_log')).applied).toEqual(['0001_log']);
       expect(await tablesOf(client, schema)).toEqual(['annals_migration', 'annals_migration_lock', 'partitions', 'producer_state', 'records', 'topics', 'transactional_ids']);
       expect((await migrateToLatest(db, schema, '0002_consumer_groups')).applied).toEqual(['0002_consumer_groups']);
@@ -156,9 +157,38 @@ describe('migrations', () => {
         .query(`INSERT INTO "${schema}".schema_registry (event_type, version, fingerprint, schema) VALUES ('e', 1, 'md5:x', '{}')`)
         .catch((e: { code?: string }) => e.code);
       expect(bad).toBe('23514'); // check_violation
+      await migrateDown(db, schema); // 0008
       await migrateDown(db, schema);
       expect(await tablesOf(client, schema)).not.toContain('schema_registry');
-      expect((await migrateToLatest(db, schema)).applied).toEqual(['0007_schema_registry']);
+      expect((await migrateToLatest(db, schema)).applied).toEqual(['0007_schema_registry', '0008_stream_marks']);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('0008_stream_marks adds the head marks (0 on existing partitions) and stream_tail, and rolls back', async () => {
+    const schema = `m_${randomBytes(4).toString('hex')}`;
+    const pool = new pg.Pool({ connectionString: database.connectionString });
+    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+    const client = await adminClient();
+    const columns = async () =>
+      (await client.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'partitions' ORDER BY 1`, [schema])).rows.map((r) => r.column_name);
+    const tail = async () => (await client.query(`SELECT to_regprocedure($1) AS f`, [`"${schema}".stream_tail(text, integer, bytea, bigint)`])).rows[0].f;
+    try {
+      await migrateToLatest(db, schema, '0007_schema_registry');
+      await client.query(`INSERT INTO "${schema}".topics (name, partitions, config) VALUES ('t', 1, '{}')`);
+      await client.query(`INSERT INTO "${schema}".partitions (topic, partition, next_offset) VALUES ('t', 0, 42)`);
+      expect(await columns()).not.toContain('stream_end');
+      expect((await migrateToLatest(db, schema)).applied).toEqual(['0008_stream_marks']);
+      expect(await columns()).toEqual(expect.arrayContaining(['stream_end', 'plain_end']));
+      const { rows } = await client.query(`SELECT next_offset, stream_end, plain_end FROM "${schema}".partitions WHERE topic = 't'`);
+      // A head with records and marks (0, 0): every record lies at or above stream_end, so the next
+      // stream append reads the records rather than trusting a counter.
+      expect(rows[0]).toEqual({ next_offset: '42', stream_end: '0', plain_end: '0' });
+      expect(await tail()).not.toBeNull();
+      await migrateDown(db, schema);
+      expect(await columns()).not.toContain('stream_end');
+      expect(await tail()).toBeNull();
     } finally {
       await db.destroy();
     }

@@ -122,6 +122,31 @@ export function describeStreamConformance(ctx: StreamConformanceContext): void {
       await rejection(storage.appendToStreams([], [stream('mixed', 'k', 5)]), 'WrongExpectedVersionError');
     });
 
+    it("a plain record of a key still counts after other streams' appends wrote past it (the store may not lose track of it)", async () => {
+      const storage = ctx.storage();
+      await storage.createTopics([streamSpec('marks', 1)]);
+      // k has a counter; a plain record of k follows; then only other streams append.
+      await storage.appendToStreams([events('marks', 'k', ['k-1'])], [stream('marks', 'k', 0)]);
+      await storage.append([events('marks', 'k', ['k-plain'])]);
+      await storage.appendToStreams([events('marks', 'a', ['a-1'])], [stream('marks', 'a', 0)]);
+      await storage.appendToStreams([events('marks', 'b', ['b-1'])], [stream('marks', 'b', 0)]);
+      await rejection(storage.appendToStreams([events('marks', 'k', ['k-stale'])], [stream('marks', 'k', 1)]), 'WrongExpectedVersionError');
+      // j has no counter yet: its plain record before the other streams' appends counts too.
+      await storage.append([events('marks', 'j', ['j-plain'])]);
+      await storage.appendToStreams([events('marks', 'a', ['a-2'])], [stream('marks', 'a', 1)]);
+      await rejection(storage.appendToStreams([events('marks', 'j', ['j-stale'])], [stream('marks', 'j', 'no-stream')]), 'WrongExpectedVersionError');
+      // A call that writes records of a key it does not check leaves them to be counted later.
+      await storage.appendToStreams([{ topic: 'marks', partition: 0, records: [rec('a', 'a-3'), rec('m', 'm-unchecked')] }], [stream('marks', 'a', 2)]);
+      await storage.appendToStreams([events('marks', 'b', ['b-2'])], [stream('marks', 'b', 1)]);
+      await rejection(storage.appendToStreams([events('marks', 'm', ['m-stale'])], [stream('marks', 'm', 'no-stream')]), 'WrongExpectedVersionError');
+      expect((await storage.appendToStreams([events('marks', 'k', ['k-3'])], [stream('marks', 'k', 2)])).streams[0]).toMatchObject({ version: 3 });
+      expect((await storage.appendToStreams([events('marks', 'j', ['j-2'])], [stream('marks', 'j', 1)])).streams[0]).toMatchObject({ version: 2 });
+      expect((await storage.appendToStreams([events('marks', 'm', ['m-2'])], [stream('marks', 'm', 1)])).streams[0]).toMatchObject({ version: 2 });
+      expect(await values(storage, 'marks', 'k')).toEqual(['k-1', 'k-plain', 'k-3']);
+      expect(await values(storage, 'marks', 'j')).toEqual(['j-plain', 'j-2']);
+      expect(await values(storage, 'marks', 'm')).toEqual(['m-unchecked', 'm-2']);
+    });
+
     it('a conflict on one stream writes nothing of the call: not its other streams, not its plain appends', async () => {
       const storage = ctx.storage();
       await storage.createTopics([streamSpec('a', 2), streamSpec('b')]);
