@@ -110,6 +110,14 @@ export interface PgLogStorageInput {
   readonly migrate?: boolean;
   /** Milliseconds before a connection attempt fails. @default 10000 */
   readonly connectionTimeoutMs?: number;
+  /**
+   * Least milliseconds between two wake-ups (the NOTIFY sent after appends commit, which wakes
+   * readers and consumers). Appends committed meanwhile share the next wake-up, so a fast writer
+   * sends one every `wakeupIntervalMs` rather than one per append; a reader may learn of a record
+   * up to this much later. 0 sends each as soon as the previous one is acknowledged.
+   * @default 1
+   */
+  readonly wakeupIntervalMs?: number;
 }
 
 interface ResolvedOptions {
@@ -120,6 +128,7 @@ interface ResolvedOptions {
   readonly poolSize: number;
   readonly migrate: boolean;
   readonly connectionTimeoutMs: number;
+  readonly wakeupIntervalMs: number;
 }
 
 function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
@@ -137,6 +146,10 @@ function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
   if (!Number.isInteger(connectionTimeoutMs) || connectionTimeoutMs < 1) {
     throw new InvalidOptionsError(`connectionTimeoutMs must be a positive integer, got ${String(input.connectionTimeoutMs)}.`);
   }
+  const wakeupIntervalMs = input.wakeupIntervalMs ?? 1;
+  if (typeof wakeupIntervalMs !== 'number' || !Number.isFinite(wakeupIntervalMs) || wakeupIntervalMs < 0 || wakeupIntervalMs > 1000) {
+    throw new InvalidOptionsError(`wakeupIntervalMs must be a number of milliseconds from 0 to 1000, got ${String(input.wakeupIntervalMs)}.`);
+  }
   return Object.freeze({
     connectionString: input.connectionString,
     pool: input.pool,
@@ -145,6 +158,7 @@ function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
     poolSize,
     migrate: input.migrate ?? true,
     connectionTimeoutMs,
+    wakeupIntervalMs,
   });
 }
 
@@ -788,6 +802,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
 
   readonly #wakeups = new Set<string>();
   #waking: Promise<void> | undefined;
+  #lastWakeup = -Infinity;
 
   /**
    * @internal Wakes the watchers of partitions that an append wrote, once its commit is
@@ -801,14 +816,22 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
    * a woken reader always finds the records. If the process dies in between (or the statement
    * fails), watchers miss this wake-up and find the records at their next poll
    * (`maxWaitTimeInMs`), as after a lost LISTEN connection.
+   *
+   * Wake-ups are also spaced by `wakeupIntervalMs` (measured from the previous one's start): a
+   * writer appending in a tight loop would otherwise send one NOTIFY per append — a transaction
+   * of its own, delivered to every listening session — doubling the statements the database runs.
    */
   wakeAfterCommit(heads: ReadonlyArray<{ topic: string; partition: number; records?: readonly unknown[] }>): void {
     for (const h of heads) if (h.records === undefined || h.records.length > 0) this.#wakeups.add(`${h.topic}/${h.partition}`);
     if (this.#wakeups.size === 0 || !this.#pool) return;
     this.#waking ??= (async () => {
       while (this.#wakeups.size > 0) {
+        const wait = this.#lastWakeup + this.#options.wakeupIntervalMs - performance.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        if (!this.#pool) return;
         const pending = [...this.#wakeups];
         this.#wakeups.clear();
+        this.#lastWakeup = performance.now();
         try {
           await this.pool.query(this.#prepared(plans.notifyStatement(this.#tables, pending), true));
         } catch {

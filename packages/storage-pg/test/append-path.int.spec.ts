@@ -164,6 +164,35 @@ describe('wake-ups after the commit', () => {
   });
 });
 
+describe('wake-up spacing (wakeupIntervalMs)', () => {
+  it('a writer in a tight loop sends at most one wake-up per interval, and the last one follows its last commit', async () => {
+    const storage = freshStorage({ wakeupIntervalMs: 25 });
+    await storage.connect();
+    await storage.createTopics([{ name: 'w', partitions: 2, config: DEFAULT_TOPIC_CONFIG }]);
+    const listening = await listenWithWatermarks(storage);
+    const started = performance.now();
+    const { seen } = await capture(async () => {
+      for (let i = 0; i < 60; i++) await storage.append([{ topic: 'w', partition: i % 2, records: [rec(`v${i}`)] }]);
+      await sleep(100);
+    });
+    const elapsed = performance.now() - started;
+    await listening.settle();
+    const wakeups = seen.filter((q) => q.text.startsWith('SELECT count(pg_notify'));
+    expect(wakeups.length).toBeGreaterThan(0);
+    // One at once, then at most one per 25 ms (the loop took `elapsed`, the 100 ms sleep included).
+    expect(wakeups.length).toBeLessThanOrEqual(Math.floor(elapsed / 25) + 2);
+    expect(wakeups.length).toBeLessThan(60);
+    for (let p = 0; p < 2; p++) expect(listening.seen.filter((n) => n.payload === `w/${p}`).at(-1)?.high).toBe(30n);
+    await listening.close();
+  });
+
+  it('refuses a wakeupIntervalMs that is not 0 to 1000 milliseconds', () => {
+    for (const bad of [-1, 1001, Number.NaN, '5' as unknown as number]) {
+      expect(() => freshStorage({ wakeupIntervalMs: bad })).toThrow(/wakeupIntervalMs must be a number of milliseconds from 0 to 1000/);
+    }
+  });
+});
+
 describe('the append statement', () => {
   it('a single-message send is one prepared statement, a batch of any shape one other; neither reads segments or topics', async () => {
     const storage = freshStorage();
