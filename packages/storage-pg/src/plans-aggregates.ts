@@ -33,7 +33,7 @@
  * statement (one snapshot), through `records_stream_idx (topic, partition, key, offset)`.
  */
 import { quoteIdent } from './internal/ident.js';
-import type { AppendGroup, Statement, Tables } from './plans.js';
+import { cachedText, type AppendGroup, type Statement, type Tables } from './plans.js';
 
 export interface StreamTables {
   readonly streamVersions: string;
@@ -246,7 +246,7 @@ export function streamAppendOneStatement(
   append: { topic: string; partition: number; key: Uint8Array; expected: number | null; rows: AppendGroup['rows'] },
 ): Statement {
   const n = append.rows.length;
-  const text = `WITH s AS MATERIALIZED (
+  const text = cachedText(t, 'stream-one', () => `WITH s AS MATERIALIZED (
   SELECT p.next_offset AS seen, greatest(p.log_start_offset, coalesce(c.last_offset + 1, 0)) AS "from",
     CASE WHEN p.next_offset > p.stream_end THEN p.next_offset ELSE p.plain_end END AS bound,
     coalesce(c.version, 0) AS counted, c.partition AS home,
@@ -279,7 +279,7 @@ counter AS (
   ON CONFLICT (topic, key) DO UPDATE SET partition = EXCLUDED.partition, version = EXCLUDED.version, last_offset = EXCLUDED.last_offset
 )
 SELECT v.actual::text AS actual, v.home, v.streamable, v.policy, v.retention_ms, v.retention_bytes, h.base::text AS base
-FROM v LEFT JOIN h ON true`;
+FROM v LEFT JOIN h ON true`);
   const values: unknown[] = [
     append.topic,
     append.partition | 0,

@@ -85,6 +85,21 @@ export interface AppendResultRow {
 /** Appends to one partition of at most this many records go as a prepared statement (`appendOneStatement`). */
 export const SMALL_APPEND_ROWS = 8;
 
+const textCache = new WeakMap<Tables, Map<string, string>>();
+
+/**
+ * The text of a fixed-shape statement, built once per `Tables` and `shape`. The hot paths send the
+ * same text on every call; reusing one string spares building it and hashing it again for the
+ * prepared-statement lookup (several kilobytes per call).
+ */
+export function cachedText(t: Tables, shape: string, build: () => string): string {
+  let texts = textCache.get(t);
+  if (!texts) textCache.set(t, (texts = new Map()));
+  let text = texts.get(shape);
+  if (text === undefined) texts.set(shape, (text = build()));
+  return text;
+}
+
 /**
  * A small append to one partition (the shape of a single-message send): advances the head and
  * inserts the records in one statement. Its text depends only on the number of records, so it is
@@ -108,7 +123,7 @@ export function appendOneStatement(t: Tables, g: AppendGroup): Statement {
       ? `SELECT $1::text, $2::int, h.base, coalesce($3::timestamptz, now()), $4::bytea, $5::bytea, $6::bytea FROM h`
       : `SELECT $1::text, $2::int, h.base + r.i, coalesce(r.ts, now()), r.key, r.value, r.headers
   FROM h CROSS JOIN (VALUES ${rows.join(', ')}) AS r(i, ts, key, value, headers)`;
-  const text = `WITH h AS (
+  const text = cachedText(t, `one:${n}`, () => `WITH h AS (
   UPDATE ${t.partitions} SET next_offset = next_offset + ${n} WHERE topic = $1::text AND partition = $2::int
   RETURNING next_offset - ${n} AS base
 ),
@@ -116,7 +131,7 @@ ins AS (
   INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
   ${source}
 )
-SELECT $1::text AS topic, $2::int AS partition, base::text AS base FROM h`;
+SELECT $1::text AS topic, $2::int AS partition, base::text AS base FROM h`);
   return { text, values };
 }
 
@@ -162,7 +177,7 @@ export function appendStatement(t: Tables, groups: readonly AppendGroup[]): Stat
       if (row.headers !== null) anyHeaders = true;
     });
   });
-  const text = `WITH input AS MATERIALIZED (
+  const text = cachedText(t, 'batch', () => `WITH input AS MATERIALIZED (
   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) WITH ORDINALITY AS i(topic, partition, n, g)
 ),
 heads AS (
@@ -177,7 +192,7 @@ ins AS (
   JOIN input i ON i.g = r.g
   LEFT JOIN heads h ON h.topic = i.topic AND h.partition = i.partition
 )
-SELECT topic, partition, base::text AS base FROM heads`;
+SELECT topic, partition, base::text AS base FROM heads`);
   // All-NULL columns (no explicit timestamps, no headers: the common case) go as NULL arrays, which unnest pads.
   return {
     text,
