@@ -4,7 +4,7 @@ import { PgLogStorage, type PgLogStorageInput } from './pg-log-storage.js';
 /** Options of {@link embeddedPostgres}: the server's options plus the log's. */
 export interface EmbeddedPostgresStorageInput
   extends EmbeddedPostgresInput,
-    Pick<PgLogStorageInput, 'schema' | 'poolSize' | 'migrate' | 'connectionTimeoutMs'> {}
+    Pick<PgLogStorageInput, 'schema' | 'poolSize' | 'migrate' | 'connectionTimeoutMs' | 'wakeupIntervalMs'> {}
 
 /**
  * The Annals log on a real PostgreSQL started from node (binaries from the npm registry). The
@@ -16,7 +16,7 @@ export class EmbeddedPostgres<DB = unknown> extends PgLogStorage<DB> {
   readonly server: EmbeddedPostgresServer;
 
   constructor(input: EmbeddedPostgresStorageInput = {}) {
-    const { schema, poolSize, migrate, connectionTimeoutMs, ...serverInput } = input;
+    const { schema, poolSize, migrate, connectionTimeoutMs, wakeupIntervalMs, ...serverInput } = input;
     const server = new EmbeddedPostgresServer(serverInput);
     super({
       connectionStringProvider: async () => (await server.start()).connectionString,
@@ -24,6 +24,7 @@ export class EmbeddedPostgres<DB = unknown> extends PgLogStorage<DB> {
       ...(poolSize === undefined ? {} : { poolSize }),
       ...(migrate === undefined ? {} : { migrate }),
       ...(connectionTimeoutMs === undefined ? {} : { connectionTimeoutMs }),
+      ...(wakeupIntervalMs === undefined ? {} : { wakeupIntervalMs }),
     });
     this.server = server;
   }

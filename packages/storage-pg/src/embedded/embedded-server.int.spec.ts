@@ -313,6 +313,14 @@ describe('EmbeddedPostgresServer', () => {
     await expect(server({ osUser: 'no-such-account-x' }).start()).rejects.toThrow(/no unprivileged account/);
   });
 
+  it('embeddedPostgres takes every option of postgres() except connectionString and pool (docs/getting-started.md)', async () => {
+    const { embeddedPostgres } = await import('../index.js');
+    const storage = embeddedPostgres({ ...fast, schema: 'opts', poolSize: 3, migrate: false, connectionTimeoutMs: 5_000, wakeupIntervalMs: 5 });
+    expect(storage.schema).toBe('opts');
+    expect(() => embeddedPostgres({ wakeupIntervalMs: -1 })).toThrow(InvalidOptionsError);
+    await storage.disconnect(); // never started: nothing to stop
+  });
+
   it('validates its options', () => {
     const bad: unknown[] = [
       { port: -1 },
