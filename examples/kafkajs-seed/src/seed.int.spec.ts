@@ -19,6 +19,9 @@ let admin: Annals<any>;
 
 beforeAll(async () => {
   pool = new pg.Pool({ connectionString: db.connectionString });
+  // As pg asks of every pool: an idle client whose backend is terminated (the test database is
+  // dropped WITH (FORCE) after the file) emits 'error' on the pool, which must not crash the run.
+  pool.on('error', () => {});
   schema = `seed_${randomBytes(4).toString('hex')}`;
   admin = new Annals({ clientId: 'setup', storage: storage() });
   // kafka-topics.sh --create --topic orders --partitions 6
