@@ -19,7 +19,7 @@ import {
   type StreamVersionChange,
 } from '@annals/core';
 import { decodeHeaders } from './internal/headers.js';
-import type { StreamAppendOneRow, StreamAppendRow, StreamCheck, StreamHead, StreamReadRow } from './plans-aggregates.js';
+import type { StreamAppendOneDetail, StreamAppendOneRow, StreamAppendRow, StreamCheck, StreamHead, StreamReadRow } from './plans-aggregates.js';
 
 const keyText = (key: Uint8Array): string => new TextDecoder().decode(key);
 
@@ -147,8 +147,9 @@ export function interpretStreamAppendOne(
   }
   const actual = Number(row.actual);
   if (row.base === null) {
-    if (!row.streamable) throw notStreamable(stream.topic, row.policy, row.retention_ms, row.retention_bytes);
-    if (row.home !== null && row.home !== stream.partition) throw movedStream(stream.topic, stream.key, row.home, stream.partition);
+    const seen = JSON.parse(row.detail ?? '{}') as StreamAppendOneDetail;
+    if (!seen.streamable) throw notStreamable(stream.topic, seen.policy, seen.retentionMs, seen.retentionBytes);
+    if (seen.home !== null && seen.home !== stream.partition) throw movedStream(stream.topic, stream.key, seen.home, stream.partition);
     if (check.expected !== null && check.expected !== actual) throw wrongVersion(stream, actual);
     return 'stale';
   }

