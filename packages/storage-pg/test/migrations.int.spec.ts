@@ -11,13 +11,27 @@ async function tablesOf(client: pg.Client, schema: string): Promise<string[]> {
   return rows.map((r) => r.table_name);
 }
 
+/** A fresh schema name, a Kysely over a pool of its own (destroyed afterwards) and the admin client. */
+async function withMigrationDb(fn: (m: { schema: string; db: Kysely<unknown>; client: pg.Client }) => Promise<void>): Promise<void> {
+  const schema = `m_${randomBytes(4).toString('hex')}`;
+  const pool = new pg.Pool({ connectionString: database.connectionString });
+  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
+  const client = await adminClient();
+  try {
+    await fn({ schema, db, client });
+  } finally {
+    await db.destroy();
+  }
+}
+
+async function columnsOf(client: pg.Client, schema: string, table: string): Promise<string[]> {
+  const { rows } = await client.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY 1`, [schema, table]);
+  return rows.map((r) => r.column_name);
+}
+
 describe('migrations', () => {
   it('applies each migration in order; the early ones roll back', async () => {
-    const schema = `m_${randomBytes(4).toString('hex')}`;
-    const pool = new pg.Pool({ connectionString: database.connectionString });
-    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-    const client = await adminClient();
-    try {
+    await withMigrationDb(async ({ schema, db, client }) => {
       const names = migrationNames();
       expect(names.slice(0, 3)).toEqual(['0001_log', '0002_consumer_groups', '0003_aggregates']);
       expect(names).toContain('0004_retention');
@@ -36,21 +50,15 @@ describe('migrations', () => {
       expect((await migrateToLatest(db, schema)).applied).toEqual(names);
       expect(await tablesOf(client, schema)).toEqual(expect.arrayContaining(['segments', 'time_index', 'partition_owners', 'projections', 'projection_versions', 'schema_registry']));
       expect((await migrateToLatest(db, schema)).applied).toEqual([]);
-    } finally {
-      await db.destroy();
-    }
+    });
   });
 
   it('0003_aggregates adds the stream tables and the partial (topic, partition, key, offset) index, rolls back, and its index survives the move to segments', async () => {
-    const schema = `m_${randomBytes(4).toString('hex')}`;
-    const pool = new pg.Pool({ connectionString: database.connectionString });
-    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-    const client = await adminClient();
-    const streamIndexes = async () =>
-      (
-        await client.query(`SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%(topic, partition, key, "offset")%' ORDER BY tablename`, [schema])
-      ).rows as Array<{ tablename: string; indexdef: string }>;
-    try {
+    await withMigrationDb(async ({ schema, db, client }) => {
+      const streamIndexes = async () =>
+        (
+          await client.query(`SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%(topic, partition, key, "offset")%' ORDER BY tablename`, [schema])
+        ).rows as Array<{ tablename: string; indexdef: string }>;
       await migrateToLatest(db, schema, '0003_aggregates');
       expect(await tablesOf(client, schema)).toEqual(expect.arrayContaining(['stream_versions', 'stream_snapshots']));
       expect((await streamIndexes()).map((i) => [i.tablename, /WHERE \(key IS NOT NULL\)/.test(i.indexdef)])).toEqual([['records', true]]);
@@ -72,21 +80,14 @@ describe('migrations', () => {
       } finally {
         await storage.disconnect();
       }
-    } finally {
-      await db.destroy();
-    }
+    });
   });
 
   it('0006_cleaner moves the cleaned offset off the head row, indexes tombstones on every segment, and rolls back', async () => {
-    const schema = `m_${randomBytes(4).toString('hex')}`;
-    const pool = new pg.Pool({ connectionString: database.connectionString });
-    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-    const client = await adminClient();
-    const columns = async () =>
-      (await client.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'partitions' ORDER BY 1`, [schema])).rows.map((r) => r.column_name);
-    const tombstoneIndexes = async () =>
-      (await client.query(`SELECT tablename FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%WHERE (value IS NULL)%' ORDER BY 1`, [schema])).rows.map((r) => r.tablename);
-    try {
+    await withMigrationDb(async ({ schema, db, client }) => {
+      const columns = () => columnsOf(client, schema, 'partitions');
+      const tombstoneIndexes = async () =>
+        (await client.query(`SELECT tablename FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%WHERE (value IS NULL)%' ORDER BY 1`, [schema])).rows.map((r) => r.tablename);
       await migrateToLatest(db, schema, '0005_projections');
       await client.query(`INSERT INTO "${schema}".topics (name, partitions, config) VALUES ('t', 1, '{"segment.records": 1000}')`);
       await client.query(`INSERT INTO "${schema}".partitions (topic, partition) VALUES ('t', 0)`);
@@ -101,17 +102,11 @@ describe('migrations', () => {
       expect(await columns()).toContain('cleaned_offset');
       expect(await tablesOf(client, schema)).not.toContain('partition_cleaning');
       expect(await tombstoneIndexes()).toEqual([]);
-    } finally {
-      await db.destroy();
-    }
+    });
   });
 
   it('moves records written before the segmented layout into segments, offsets unchanged', async () => {
-    const schema = `m_${randomBytes(4).toString('hex')}`;
-    const pool = new pg.Pool({ connectionString: database.connectionString });
-    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-    const client = await adminClient();
-    try {
+    await withMigrationDb(async ({ schema, db, client }) => {
       await migrateToLatest(db, schema, '0002_consumer_groups');
       await client.query(`INSERT INTO "${schema}".topics (name, partitions, config) VALUES ('old', 2, '{}')`);
       await client.query(`INSERT INTO "${schema}".partitions (topic, partition, next_offset) VALUES ('old', 0, 3), ('old', 1, 0)`);
@@ -140,17 +135,11 @@ describe('migrations', () => {
       } finally {
         await storage.disconnect();
       }
-    } finally {
-      await db.destroy();
-    }
+    });
   });
 
   it('0007_schema_registry adds the registry table (fingerprint checked by the database) and rolls back', async () => {
-    const schema = `m_${randomBytes(4).toString('hex')}`;
-    const pool = new pg.Pool({ connectionString: database.connectionString });
-    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-    const client = await adminClient();
-    try {
+    await withMigrationDb(async ({ schema, db, client }) => {
       await migrateToLatest(db, schema);
       expect(await tablesOf(client, schema)).toContain('schema_registry');
       const bad = await client
@@ -161,20 +150,13 @@ describe('migrations', () => {
       await migrateDown(db, schema);
       expect(await tablesOf(client, schema)).not.toContain('schema_registry');
       expect((await migrateToLatest(db, schema)).applied).toEqual(['0007_schema_registry', '0008_stream_marks']);
-    } finally {
-      await db.destroy();
-    }
+    });
   });
 
   it('0008_stream_marks adds the head marks (0 on existing partitions) and stream_tail, and rolls back', async () => {
-    const schema = `m_${randomBytes(4).toString('hex')}`;
-    const pool = new pg.Pool({ connectionString: database.connectionString });
-    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool }) });
-    const client = await adminClient();
-    const columns = async () =>
-      (await client.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'partitions' ORDER BY 1`, [schema])).rows.map((r) => r.column_name);
-    const tail = async () => (await client.query(`SELECT to_regprocedure($1) AS f`, [`"${schema}".stream_tail(text, integer, bytea, bigint)`])).rows[0].f;
-    try {
+    await withMigrationDb(async ({ schema, db, client }) => {
+      const columns = () => columnsOf(client, schema, 'partitions');
+      const tail = async () => (await client.query(`SELECT to_regprocedure($1) AS f`, [`"${schema}".stream_tail(text, integer, bytea, bigint)`])).rows[0].f;
       await migrateToLatest(db, schema, '0007_schema_registry');
       await client.query(`INSERT INTO "${schema}".topics (name, partitions, config) VALUES ('t', 1, '{}')`);
       await client.query(`INSERT INTO "${schema}".partitions (topic, partition, next_offset) VALUES ('t', 0, 42)`);
@@ -189,9 +171,7 @@ describe('migrations', () => {
       await migrateDown(db, schema);
       expect(await columns()).not.toContain('stream_end');
       expect(await tail()).toBeNull();
-    } finally {
-      await db.destroy();
-    }
+    });
   });
 
   it('migrates exactly once when many processes start at the same moment', async () => {
