@@ -864,63 +864,56 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       // The common case (one stream, its own records): the lean statement, prepared once.
       const group = groups[0]!;
       const statement = streamAppendOneStatement(this.#tables, this.#streamTables, { ...single, rows: group.rows });
-      let client: pg.PoolClient | undefined;
-      let broken: unknown;
-      let row: StreamAppendOneRow | undefined;
-      let missingSegment = false;
-      try {
-        client = await this.#client();
-        row = (await client.query<StreamAppendOneRow>(this.#prepared(statement, true))).rows[0];
-      } catch (error) {
-        if (!client) throw error;
-        if (isConnectionFailure(error)) broken = error;
-        if (!isMissingSegment(error)) throw this.#appendError(error, appends, true);
-        missingSegment = true;
-      } finally {
-        client?.release(broken instanceof Error ? broken : undefined);
-      }
-      if (missingSegment) {
-        await this.#ensureAhead(prepared.heads);
-      } else {
-        const verdict = interpretStreamAppendOne(row, streams[0]!, single);
-        if (verdict !== 'stale') {
-          const results: PartitionAppendResult[] = [{ topic: group.topic, partition: group.partition, baseOffset: verdict.base, duplicate: false }];
-          this.wakeAfterCommit(appends);
-          this.#checkSegments(appends, results);
-          return { appends: results, streams: [verdict.version] };
-        }
+      const attempt = await this.#autocommittedStreamAppend<StreamAppendOneRow>(this.#prepared(statement, true), appends, prepared);
+      const verdict = attempt === 'retry' ? 'stale' : interpretStreamAppendOne(attempt, streams[0]!, single);
+      if (verdict !== 'stale') {
+        const results: PartitionAppendResult[] = [{ topic: group.topic, partition: group.partition, baseOffset: verdict.base, duplicate: false }];
+        this.wakeAfterCommit(appends);
+        this.#checkSegments(appends, results);
+        return { appends: results, streams: [verdict.version] };
       }
     } else if ((options.acks ?? -1) === -1 && prepared.rows <= MAX_ROWS_PER_STATEMENT) {
       const statement = streamAppendStatement(this.#tables, this.#streamTables, prepared.heads, groups, prepared.checks, { notify: false });
       const small = prepared.rows <= 8 && prepared.heads.length <= 4;
-      let client: pg.PoolClient | undefined;
-      let broken: unknown;
-      let row: StreamAppendRow | undefined;
-      try {
-        client = await this.#client();
-        row = (await client.query<StreamAppendRow>(small ? this.#prepared(statement) : statement)).rows[0];
-      } catch (error) {
-        if (!client) throw error;
-        if (isConnectionFailure(error)) broken = error;
-        if (!isMissingSegment(error)) throw this.#appendError(error, appends, true);
-      } finally {
-        client?.release(broken instanceof Error ? broken : undefined);
-      }
-      if (row) {
-        const versions = interpretStreamAppend(row, streams, prepared);
-        if (versions !== 'stale') {
-          const results = resultsOf(appends, row.heads ?? []);
-          this.wakeAfterCommit(appends);
-          this.#checkSegments(appends, results);
-          return { appends: results, streams: versions };
-        }
-      } else {
-        await this.#ensureAhead(prepared.heads);
+      const attempt = await this.#autocommittedStreamAppend<StreamAppendRow>(small ? this.#prepared(statement) : statement, appends, prepared);
+      const row = attempt === 'retry' ? undefined : attempt;
+      const versions = row ? interpretStreamAppend(row, streams, prepared) : 'stale';
+      if (row && versions !== 'stale') {
+        const results = resultsOf(appends, row.heads ?? []);
+        this.wakeAfterCommit(appends);
+        this.#checkSegments(appends, results);
+        return { appends: results, streams: versions };
       }
     }
     const result = await this.#inTransaction((client) => this.appendToStreamsOn(client, appends, streams), { acks: options.acks ?? -1 });
     this.wakeAfterCommit(appends);
     return result;
+  }
+
+  /**
+   * Runs an autocommitted stream-append statement and returns its row, or `'retry'` when a segment
+   * was missing (now created ahead; nothing was written): the caller then goes to the transaction
+   * path, as after a stale snapshot. Other failures are thrown as typed append errors.
+   */
+  async #autocommittedStreamAppend<R extends pg.QueryResultRow>(
+    query: pg.QueryConfig,
+    appends: readonly PartitionAppend[],
+    prepared: { readonly heads: ReadonlyArray<{ topic: string; partition: number }> },
+  ): Promise<R | undefined | 'retry'> {
+    let client: pg.PoolClient | undefined;
+    let broken: unknown;
+    try {
+      client = await this.#client();
+      return (await client.query<R>(query)).rows[0];
+    } catch (error) {
+      if (!client) throw error;
+      if (isConnectionFailure(error)) broken = error;
+      if (!isMissingSegment(error)) throw this.#appendError(error, appends, true);
+    } finally {
+      client?.release(broken instanceof Error ? broken : undefined);
+    }
+    await this.#ensureAhead(prepared.heads);
+    return 'retry';
   }
 
   /** @internal Expected-version appends on a client inside a transaction. */

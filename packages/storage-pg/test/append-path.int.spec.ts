@@ -289,6 +289,35 @@ describe('segment marks cached per process', () => {
     }
   });
 
+  it('expected-version appends that outrun the segments kept ahead (lean and general statements) create them and land, versions dense', async () => {
+    const schema = `t_${randomBytes(5).toString('hex')}`;
+    const creator = freshStorage({ schema });
+    await creator.connect();
+    await creator.createTopics([{ name: 'es', partitions: 1, config: { ...small(20), 'retention.ms': -1 } as TopicConfig }]);
+    const other = freshStorage({ schema, migrate: false });
+    await other.connect();
+    const versions = new Map<string, number>();
+    let end = 0n;
+    for (let i = 0; i < 24; i++) {
+      const storage = i % 2 ? creator : other;
+      const key = `s${i % 3}`;
+      const n = (i * 5) % 27 + 1; // up to 27 records: past the next segment at once
+      const expectedVersion = versions.get(key) ?? 0;
+      const records = Array.from({ length: n }, (_, j) => rec(`${i}.${j}`, key));
+      // Every fourth call also checks a second stream, which takes the general statement.
+      const streams = [{ topic: 'es', partition: 0, key: Buffer.from(key), expectedVersion }];
+      if (i % 4 === 3) streams.push({ topic: 'es', partition: 0, key: Buffer.from('other'), expectedVersion: versions.get('other') ?? 0 });
+      const r = await storage.appendToStreams([{ topic: 'es', partition: 0, records }], streams);
+      expect(r.appends[0]!.baseOffset).toBe(end);
+      expect(r.streams[0]).toMatchObject({ previousVersion: expectedVersion, version: expectedVersion + n });
+      versions.set(key, expectedVersion + n);
+      end += BigInt(n);
+    }
+    const fetched = await other.fetch('es', 0, 0n, { maxRecords: 10_000, maxBytes: 1 << 24 });
+    expect(fetched.records.map((r) => r.offset)).toEqual(Array.from({ length: Number(end) }, (_, i) => BigInt(i)));
+    for (const [key, version] of versions) expect((await creator.readStream('es', 0, Buffer.from(key))).version).toBe(version);
+  });
+
   it('a topic deleted and re-created elsewhere behind a stale mark: appends still land from offset 0', async () => {
     const schema = `t_${randomBytes(5).toString('hex')}`;
     const a = freshStorage({ schema });
