@@ -865,8 +865,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       const group = groups[0]!;
       const statement = streamAppendOneStatement(this.#tables, this.#streamTables, { ...single, rows: group.rows });
       const attempt = await this.#autocommittedStreamAppend<StreamAppendOneRow>(this.#prepared(statement, true), appends, prepared);
-      const verdict = attempt === 'retry' ? 'stale' : interpretStreamAppendOne(attempt, streams[0]!, single);
-      if (verdict !== 'stale') {
+      const verdict = attempt === 'retry' ? 'undecided' : interpretStreamAppendOne(attempt, streams[0]!, single);
+      if (verdict !== 'undecided') {
         const results: PartitionAppendResult[] = [{ topic: group.topic, partition: group.partition, baseOffset: verdict.base, duplicate: false }];
         this.wakeAfterCommit(appends);
         this.#checkSegments(appends, results);

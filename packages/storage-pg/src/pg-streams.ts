@@ -19,7 +19,7 @@ import {
   type StreamVersionChange,
 } from '@annals/core';
 import { decodeHeaders } from './internal/headers.js';
-import type { StreamAppendOneDetail, StreamAppendOneRow, StreamAppendRow, StreamCheck, StreamHead, StreamReadRow } from './plans-aggregates.js';
+import type { StreamAppendOneRow, StreamAppendRow, StreamCheck, StreamHead, StreamReadRow } from './plans-aggregates.js';
 
 const keyText = (key: Uint8Array): string => new TextDecoder().decode(key);
 
@@ -130,32 +130,20 @@ export function singleStream(appends: readonly PartitionAppend[], prepared: Prep
 }
 
 /**
- * The verdict of a `streamAppendOneStatement` row: `'stale'` (nothing written; retry with the
- * lock held), or the stream's versions and the base offset. Throws the typed error of a failed
- * check (nothing written), or when the partition does not exist (no row).
+ * The verdict of a `streamAppendOneStatement` row: `'undecided'` (it wrote nothing; the caller
+ * decides in a transaction, which also yields the exact error) or the stream's versions and the
+ * base offset.
  */
 export function interpretStreamAppendOne(
   row: StreamAppendOneRow | undefined,
   stream: StreamExpectation,
   check: StreamCheck,
-): 'stale' | { version: StreamVersionChange; base: bigint } {
-  if (!row) {
-    throw new UnknownTopicOrPartitionError(`Cannot append: partition ${stream.partition} of topic "${stream.topic}" does not exist. Nothing was written.`, {
-      topic: stream.topic,
-      partition: stream.partition,
-    });
-  }
-  const actual = Number(row.actual);
-  if (row.base === null) {
-    const seen = JSON.parse(row.detail ?? '{}') as StreamAppendOneDetail;
-    if (!seen.streamable) throw notStreamable(stream.topic, seen.policy, seen.retentionMs, seen.retentionBytes);
-    if (seen.home !== null && seen.home !== stream.partition) throw movedStream(stream.topic, stream.key, seen.home, stream.partition);
-    if (check.expected !== null && check.expected !== actual) throw wrongVersion(stream, actual);
-    return 'stale';
-  }
+): 'undecided' | { version: StreamVersionChange; base: bigint } {
+  if (!row || row.base === null || row.previous === null) return 'undecided';
+  const previous = Number(row.previous);
   return {
     base: BigInt(row.base),
-    version: { topic: stream.topic, partition: stream.partition, key: stream.key, previousVersion: actual, version: actual + check.n },
+    version: { topic: stream.topic, partition: stream.partition, key: stream.key, previousVersion: previous, version: previous + check.n },
   };
 }
 

@@ -22,6 +22,10 @@
  *   held, keeps the next statement's snapshot fresh); a version mismatch becomes
  *   `WrongExpectedVersionError`.
  *
+ * The usual append (one stream, its own records) takes `streamAppendOneStatement` instead, which
+ * checks on the latest rows under the locks and so is not sent back by other streams' appends to
+ * the partition; what it cannot decide alone comes here, in a transaction.
+ *
  * Uncontended, an expected-version append is one autocommitted statement, like a plain append.
  * It is sent as a named (prepared) statement when its shape is small: planning this statement
  * over the partitioned records table costs several times its execution.
@@ -210,41 +214,41 @@ FROM verdict v`;
   return { text, values };
 }
 
-/** What `streamAppendOneStatement` returns: one row, or none when the partition does not exist. */
+/** What `streamAppendOneStatement` returns: always one row. */
 export interface StreamAppendOneRow {
-  /** The stream's version in the statement's snapshot (the version checked). */
-  readonly actual: string;
-  /** The base offset written, or null when nothing was written. */
+  /** The stream's version before the append; null when nothing was written. */
+  readonly previous: string | null;
+  /** The base offset written; null when nothing was written. */
   readonly base: string | null;
-  /** Only when nothing was written: what the checks saw (JSON of {@link StreamAppendOneDetail}). */
-  readonly detail: string | null;
-}
-
-/** Why `streamAppendOneStatement` wrote nothing: the snapshot's view of the checks. */
-export interface StreamAppendOneDetail {
-  readonly home: number | null;
-  readonly streamable: boolean;
-  readonly policy: string | null;
-  readonly retentionMs: string | null;
-  readonly retentionBytes: string | null;
 }
 
 /**
  * The common expected-version append in one lean statement: one stream, all of whose records
- * (1 to `MAX_ROWS_PER_STATEMENT`) go to its own partition. It has two fixed texts — one record as
- * scalars, several as arrays — so it is prepared once per connection and runs as a generic plan.
+ * (1 to `MAX_ROWS_PER_STATEMENT`) carry its key and go to its partition. It has two fixed texts —
+ * one record as scalars, several as arrays — so it is prepared once per connection and runs as a
+ * generic plan.
  *
- * It reads the head, the counter and the topic's config in the statement's snapshot; counts
- * records of the key after the counter only when the marks cannot rule them out
- * (`stream_tail`); and advances the head only if the head's `next_offset` is still the one the
- * snapshot saw — the UPDATE re-checks that condition on the latest row version once it holds the
- * lock (READ COMMITTED), so success proves that no append to the partition committed between
- * the snapshot and the lock, and the snapshot's check held at the lock. When nothing was written
- * (`base` null) and the snapshot's checks passed, the snapshot was stale: the caller retries in a
- * transaction. A failed check is reported as of the snapshot (a moment within the call).
+ * It writes only when it can decide alone, under the locks, on the latest committed rows:
  *
- * Parameters: topic, partition, key, expected version (null: any), timestamps, values, headers
- * (three arrays of the records' fields, in order), record count.
+ * - `locked` takes the head `FOR UPDATE`, which in READ COMMITTED yields the head's latest version
+ *   once the lock is held: its log end and its marks (see the design note above);
+ * - the counter is advanced by an UPDATE whose condition — the expected version, the stream's
+ *   home partition, and that the marks rule out uncounted records of the key after the counter —
+ *   PostgreSQL re-checks on the counter's latest version once it holds that row's lock; a stream
+ *   without a counter is created only if it has no counter in the snapshot, `expectedVersion` is
+ *   0 or 'any', and the marks rule out any uncounted record from the log start (ON CONFLICT DO
+ *   NOTHING: a counter created meanwhile makes it write nothing);
+ * - only then do the head and the records move.
+ *
+ * So appends to other streams of the partition that commit while this one waits for the head
+ * only delay it: it proceeds on what they left. When it cannot decide alone — a version mismatch
+ * (whose exact figures it does not compute), records the marks cannot rule out, a topic that may
+ * not hold streams, a moved stream, a missing partition — it writes nothing and returns nulls, and
+ * the caller runs `streamAppendStatement` in a transaction, which decides every case exactly.
+ * Locks are taken head first, then counter, as `streamAppendStatement` takes them.
+ *
+ * Parameters: topic, partition, key, expected version (null: any), timestamp(s), value(s),
+ * headers (scalars for one record, arrays for several), record count.
  */
 export function streamAppendOneStatement(
   t: Tables,
@@ -252,44 +256,46 @@ export function streamAppendOneStatement(
   append: { topic: string; partition: number; key: Uint8Array; expected: number | null; rows: AppendGroup['rows'] },
 ): Statement {
   const n = append.rows.length;
-  const body = `WITH s AS MATERIALIZED (
-  SELECT p.next_offset AS seen, greatest(p.log_start_offset, coalesce(c.last_offset + 1, 0)) AS "from",
-    CASE WHEN p.next_offset > p.stream_end THEN p.next_offset ELSE p.plain_end END AS bound,
-    coalesce(c.version, 0) AS counted, c.partition AS home,
-    tp.config->>'cleanup.policy' AS policy, tp.config->>'retention.ms' AS retention_ms, tp.config->>'retention.bytes' AS retention_bytes
-  FROM ${t.partitions} p JOIN ${t.topics} tp ON tp.name = p.topic
-  LEFT JOIN ${st.streamVersions} c ON c.topic = p.topic AND c.key = $3::bytea
+  const body = `WITH locked AS MATERIALIZED (
+  SELECT p.next_offset, p.log_start_offset,
+    CASE WHEN p.next_offset > p.stream_end THEN p.next_offset ELSE p.plain_end END AS bound
+  FROM ${t.partitions} p
   WHERE p.topic = $1::text AND p.partition = $2::int
+    AND EXISTS (SELECT 1 FROM ${t.topics} tp WHERE tp.name = $1::text AND tp.config->>'cleanup.policy' = 'delete'
+      AND (tp.config->>'retention.ms')::bigint = -1 AND coalesce((tp.config->>'retention.bytes')::bigint, -1) = -1)
+  FOR UPDATE OF p
 ),
-v AS MATERIALIZED (
-  SELECT s.seen, s.bound, s.home, s.policy, s.retention_ms, s.retention_bytes,
-    s.counted + CASE WHEN s.bound > s."from" THEN (${st.streamTail}($1::text, $2::int, $3::bytea, s."from"))[1] ELSE 0 END AS actual,
-    coalesce(s.policy = 'delete' AND (s.retention_ms)::bigint = -1 AND coalesce((s.retention_bytes)::bigint, -1) = -1, false) AS streamable
-  FROM s
+known AS MATERIALIZED (SELECT 1 FROM ${st.streamVersions} c WHERE c.topic = $1::text AND c.key = $3::bytea),
+advanced AS (
+  UPDATE ${st.streamVersions} c SET version = c.version + $8::bigint, last_offset = l.next_offset + $8::bigint - 1
+  FROM locked l
+  WHERE c.topic = $1::text AND c.key = $3::bytea AND c.partition = $2::int
+    AND ($4::bigint IS NULL OR c.version = $4::bigint)
+    AND greatest(l.log_start_offset, c.last_offset + 1) >= l.bound
+  RETURNING c.version - $8::bigint AS previous
 ),
+created AS (
+  INSERT INTO ${st.streamVersions} (topic, key, partition, version, last_offset)
+  SELECT $1::text, $3::bytea, $2::int, $8::bigint, l.next_offset + $8::bigint - 1 FROM locked l
+  WHERE NOT EXISTS (SELECT 1 FROM known) AND coalesce($4::bigint, 0) = 0 AND l.log_start_offset >= l.bound
+  ON CONFLICT (topic, key) DO NOTHING
+  RETURNING 0::bigint AS previous
+),
+ok AS MATERIALIZED (SELECT previous FROM advanced UNION ALL SELECT previous FROM created),
 h AS (
-  UPDATE ${t.partitions} p SET next_offset = p.next_offset + $8::bigint, stream_end = p.next_offset + $8::bigint, plain_end = v.bound
-  FROM v
-  WHERE p.topic = $1::text AND p.partition = $2::int AND p.next_offset = v.seen
-    AND v.streamable AND (v.home IS NULL OR v.home = $2::int) AND ($4::bigint IS NULL OR $4::bigint = v.actual)
+  UPDATE ${t.partitions} p SET next_offset = p.next_offset + $8::bigint, stream_end = p.next_offset + $8::bigint, plain_end = l.bound
+  FROM locked l
+  WHERE p.topic = $1::text AND p.partition = $2::int AND EXISTS (SELECT 1 FROM ok)
   RETURNING p.next_offset - $8::bigint AS base
 ),
 ins AS (
   INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
   SELECT $1::text, $2::int, h.base + u.i - 1, coalesce(u.ts, now()), $3::bytea, u.value, u.headers
   FROM h CROSS JOIN unnest($5::timestamptz[], $6::bytea[], $7::bytea[]) WITH ORDINALITY AS u(ts, value, headers, i)
-),
-counter AS (
-  INSERT INTO ${st.streamVersions} (topic, key, partition, version, last_offset)
-  SELECT $1::text, $3::bytea, $2::int, v.actual + $8::bigint, h.base + $8::bigint - 1 FROM h CROSS JOIN v
-  ON CONFLICT (topic, key) DO UPDATE SET partition = EXCLUDED.partition, version = EXCLUDED.version, last_offset = EXCLUDED.last_offset
 )
-SELECT v.actual::text AS actual, h.base::text AS base,
-  CASE WHEN h.base IS NULL THEN json_build_object('home', v.home, 'streamable', v.streamable, 'policy', v.policy,
-    'retentionMs', v.retention_ms, 'retentionBytes', v.retention_bytes)::text END AS detail
-FROM v LEFT JOIN h ON true`;
+SELECT (SELECT previous FROM ok)::text AS previous, (SELECT base FROM h)::text AS base`;
   // One record (the usual aggregate append) goes as scalars, more as arrays: two fixed texts.
-  // Fewer output columns and no arrays for one record cut the driver's work per call by a third
+  // Few output columns and no arrays for one record cut the driver's work per call by a third
   // (measured: ~85 -> ~55 us of Node CPU per append with 8 writers).
   const one = n === 1;
   const text = cachedText(t, one ? 'stream-one:1' : 'stream-one:n', () =>

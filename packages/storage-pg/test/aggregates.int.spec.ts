@@ -142,6 +142,42 @@ describe('expected-version appends under concurrency', () => {
     expect((await storage.readStream('s', 0, Buffer.from('k'))).records.map((x) => x.value!.toString())).toEqual(['first', 'second']);
   });
 
+  it("appends to other streams of the partition only delay one: it proceeds on what they left, in its one statement, without a transaction", async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([{ name: 'busy', partitions: 1, config: streamConfig }]);
+    const stream = (key: string, expectedVersion: number) => [{ topic: 'busy', partition: 0, key: Buffer.from(key), expectedVersion }];
+    await storage.appendToStreams([{ topic: 'busy', partition: 0, records: [rec('b', 'b0')] }], stream('b', 0));
+    const original = pg.Client.prototype.query;
+    const seen: string[] = [];
+    pg.Client.prototype.query = function (this: pg.Client, ...args: any[]) {
+      const config = args[0];
+      seen.push(typeof config === 'string' ? config : String(config?.text));
+      return (original as any).apply(this, args);
+    } as typeof original;
+    try {
+      // Another stream's append holds the head lock in a transaction while b's append waits.
+      const holder = storage.deferredTransaction();
+      await holder.appendToStreams([{ topic: 'busy', partition: 0, records: [rec('a', 'a0')] }], stream('a', 0));
+      const mark = seen.length;
+      const waiting = storage.appendToStreams([{ topic: 'busy', partition: 0, records: [rec('b', 'b1')] }], stream('b', 1));
+      await sleep(300);
+      await holder.commit();
+      const r = await waiting;
+      expect([r.appends[0]!.baseOffset, r.streams[0]!.previousVersion, r.streams[0]!.version]).toEqual([2n, 1, 2]);
+      expect(seen.slice(mark).filter((q) => /^(BEGIN|SAVEPOINT)/.test(q))).toEqual([]);
+      // 12 streams of one partition at once: each is one statement, all land, offsets dense.
+      const from = seen.length;
+      const all = await Promise.all(
+        Array.from({ length: 12 }, (_, i) => storage.appendToStreams([{ topic: 'busy', partition: 0, records: [rec(`s${i}`, 'x')] }], stream(`s${i}`, 0))),
+      );
+      expect(all.map((x) => x.appends[0]!.baseOffset).sort((x, y) => Number(x - y))).toEqual(Array.from({ length: 12 }, (_, i) => BigInt(3 + i)));
+      expect(seen.slice(from).filter((q) => /^(BEGIN|SAVEPOINT)/.test(q))).toEqual([]);
+    } finally {
+      pg.Client.prototype.query = original;
+    }
+  });
+
   it('uncontended, an expected-version append is one prepared statement; watchers are woken after its commit', async () => {
     const storage = freshStorage();
     await storage.connect();
@@ -165,7 +201,7 @@ describe('expected-version appends under concurrency', () => {
     } finally {
       pg.Client.prototype.query = original;
     }
-    const isStreamAppend = (q: { text: string }) => q.text.startsWith('WITH s AS MATERIALIZED') && q.text.includes('stream_versions');
+    const isStreamAppend = (q: { text: string }) => q.text.startsWith('WITH locked AS MATERIALIZED') && q.text.includes('stream_versions');
     const appends = seen.filter(isStreamAppend);
     expect(appends).toHaveLength(2);
     // The same prepared statement both times: versions are parameters, not part of the text.
