@@ -9,9 +9,10 @@ import fc from 'fast-check';
 import pg from 'pg';
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_TOPIC_CONFIG, WrongExpectedVersionError, type AppendRecord, type TopicConfig } from '@annals/core';
+import { DEFAULT_TOPIC_CONFIG, WrongExpectedVersionError, partitionFor, type AppendRecord, type TopicConfig } from '@annals/core';
+import { PgLogStorage } from '../src/index.js';
 import { Order, OrderPaid, orders } from '../../core/test/fixtures/order-aggregate.js';
-import { adminClient, freshAnnals, freshStorage, sleep } from './support.js';
+import { adminClient, database, freshAnnals, freshStorage, sleep } from './support.js';
 import { readStreamStatement, streamTables } from '../src/plans-aggregates.js';
 import { tables } from '../src/plans.js';
 
@@ -213,6 +214,76 @@ describe('expected-version appends under concurrency', () => {
     expect(woken.filter((w) => w === 'one/0').length).toBeGreaterThanOrEqual(1);
     expect((await storage.readStream('one', 0, Buffer.from('k'))).version).toBe(5);
   });
+});
+
+describe('stream appends while their backends are terminated', () => {
+  it('every acknowledged expected-version append is in its stream exactly once, and versions stay dense', async () => {
+    // Only this storage's sessions are terminated: its pool carries an application name of its own.
+    const application = `agg-term-${randomBytes(4).toString('hex')}`;
+    const pool = new pg.Pool({ connectionString: database.connectionString, application_name: application, max: 8 });
+    pool.on('error', () => {});
+    const storage = new PgLogStorage({ pool, schema: `t_${randomBytes(5).toString('hex')}` });
+    const admin = await adminClient();
+    let stop = false;
+    let terminated = 0;
+    try {
+      await storage.connect();
+      await storage.createTopics([{ name: 'st', partitions: 2, config: streamConfig }]);
+      const killer = (async () => {
+        while (!stop) {
+          await sleep(25);
+          const { rowCount } = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [application]);
+          terminated += rowCount ?? 0;
+        }
+      })();
+      const retriable = (e: any) => e?.name === 'CommitOutcomeUnknownError' || e?.retriable === true;
+      const acknowledged = new Map<string, string[]>();
+      try {
+        // 6 writers, one stream each, over 2 partitions: streams share heads, and every call may
+        // lose its connection before, during or after its commit.
+        await Promise.all(
+          Array.from({ length: 6 }, async (_, w) => {
+            const key = `s${w}`;
+            const partition = partitionFor(key, 2);
+            const acked: string[] = [];
+            acknowledged.set(key, acked);
+            for (let i = 0; i < 20; i++) {
+              const value = `${key}.${i}`;
+              for (let attempt = 0; ; attempt++) {
+                if (attempt > 200) throw new Error(`${value}: no attempt got through`);
+                try {
+                  const slice = await storage.readStream('st', partition, Buffer.from(key));
+                  // An earlier attempt whose outcome was unknown may have landed: then it is done.
+                  if (slice.records.at(-1)?.value?.toString() === value) break;
+                  await storage.appendToStreams([{ topic: 'st', partition, records: [rec(key, value)] }], [{ topic: 'st', partition, key: Buffer.from(key), expectedVersion: slice.version }]);
+                  break;
+                } catch (error) {
+                  if (!retriable(error)) throw error;
+                  await sleep(5);
+                }
+              }
+              acked.push(value);
+            }
+          }),
+        );
+      } finally {
+        stop = true;
+        await killer;
+      }
+      expect(terminated).toBeGreaterThan(0);
+      for (const [key, acked] of acknowledged) {
+        // The pool may still hold a session terminated while idle: its first use fails, retriably.
+        const read = async (left: number): Promise<Awaited<ReturnType<typeof storage.readStream>>> =>
+          storage.readStream('st', partitionFor(key, 2), Buffer.from(key)).catch((e) => (left > 0 && retriable(e) ? read(left - 1) : Promise.reject(e)));
+        const slice = await read(10);
+        expect(slice.records.map((r) => r.value!.toString())).toEqual(acked);
+        expect(slice.version).toBe(acked.length);
+      }
+    } finally {
+      await storage.disconnect();
+      await pool.end();
+    }
+  }, 90_000);
 });
 
 describe('the stream index', () => {
