@@ -1379,6 +1379,15 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
       this.#declared = undefined;
       const release = this.#releasable;
       this.#releasable = undefined;
+      // Held back (corked) until the caller's statement is queued behind it — it is, within the same
+      // run of microtasks — so both reach the server in one write: one wake-up of the backend per
+      // record, not two. Uncorked on the next tick whatever happens.
+      const stream = (client as unknown as { connection?: { stream?: { cork?: () => void; uncork?: () => void } } }).connection?.stream;
+      const corked = typeof stream?.cork === 'function' && typeof stream.uncork === 'function';
+      if (corked) {
+        stream!.cork!();
+        process.nextTick(() => stream!.uncork!());
+      }
       const done = client.query(release ? `RELEASE SAVEPOINT ${release}; SAVEPOINT ${name}` : `SAVEPOINT ${name}`);
       done.catch(() => {});
       this.#sent = { name, done };
@@ -1386,9 +1395,15 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
     return client;
   }
 
-  async savepoint<T>(fn: () => Promise<T>): Promise<T> {
+  savepoint<T>(fn: () => Promise<T>): Promise<T> {
+    // Not an async function itself: the not-begun case (a consumer handler that does not use the
+    // transaction, once per record) goes straight to its own path, one promise less.
     const client = this.#client;
     if (!client) return this.#savepointBeforeBegin(fn);
+    return this.#savepointOn(client, fn);
+  }
+
+  async #savepointOn<T>(client: pg.PoolClient, fn: () => Promise<T>): Promise<T> {
     if (this.#declared !== undefined || this.#sent !== undefined) {
       // Nested: a savepoint of its own, sent at once.
       return this.#eagerSavepoint(client, fn);

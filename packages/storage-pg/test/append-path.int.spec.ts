@@ -12,6 +12,7 @@
  *   still land, dense.
  */
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_TOPIC_CONFIG, type AppendRecord, type TopicConfig } from '@annals/core';
@@ -277,5 +278,60 @@ describe('segment marks cached per process', () => {
     const [second] = await a.append([{ topic: 'r', partition: 0, records: [rec('z')] }]);
     expect(second!.baseOffset).toBe(25n);
     expect((await b.fetchWatermarks('r'))[0]!.high).toBe(26n);
+  });
+});
+
+/** Every flush to a socket while `fn` runs, as latin1 text (one entry per write/writev call). */
+async function captureFlushes<T>(fn: () => Promise<T>): Promise<{ result: T; flushes: string[] }> {
+  const proto = net.Socket.prototype as unknown as { _writeGeneric: (writev: boolean, data: any, encoding: string, cb: unknown) => unknown };
+  const original = proto._writeGeneric;
+  const flushes: string[] = [];
+  const text = (c: any) => (Buffer.isBuffer(c) ? c : Buffer.from(c.chunk ?? c)).toString('latin1');
+  proto._writeGeneric = function (this: unknown, writev, data, encoding, cb) {
+    flushes.push(writev ? (data as any[]).map(text).join('') : text(data));
+    return original.call(this, writev, data, encoding, cb);
+  };
+  try {
+    return { result: await fn(), flushes };
+  } finally {
+    proto._writeGeneric = original;
+  }
+}
+
+describe('lazy savepoints on the wire', () => {
+  it("a record's SAVEPOINT reaches the server in the same write as the statement behind it; one taken before a pause is still sent, and rolls back", async () => {
+    const storage = freshStorage<{ notes: { v: string } }>();
+    await storage.connect();
+    const admin = await adminClient();
+    await admin.query(`CREATE TABLE "${storage.schema}".notes (v text NOT NULL)`);
+    const tx = storage.deferredTransaction();
+    await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'begin' }).execute();
+
+    const { flushes } = await captureFlushes(() =>
+      tx.savepoint(async () => {
+        await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'a' }).execute();
+      }),
+    );
+    const withSavepoint = flushes.filter((f) => f.includes('SAVEPOINT annals_sp_'));
+    expect(withSavepoint).toHaveLength(1);
+    expect(withSavepoint[0]).toContain('insert into "');
+
+    // The connection is taken (and the SAVEPOINT queued) before a pause: it must not wait for a
+    // statement that comes late — and the savepoint it opened still undoes the record's write.
+    await expect(
+      tx.savepoint(async () => {
+        await tx.db.connection().execute(async (db) => {
+          await sleep(50);
+          await db.withSchema(storage.schema).insertInto('notes').values({ v: 'dropped' }).execute();
+        });
+        throw new Error('the handler fails');
+      }),
+    ).rejects.toThrow('the handler fails');
+    await tx.savepoint(async () => {
+      await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'b' }).execute();
+    });
+    await tx.commit();
+    const { rows } = await admin.query<{ v: string }>(`SELECT v FROM "${storage.schema}".notes ORDER BY v`);
+    expect(rows.map((r) => r.v)).toEqual(['a', 'b', 'begin']);
   });
 });
