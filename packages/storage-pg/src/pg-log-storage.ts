@@ -286,9 +286,9 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     return client;
   }
 
-  async #query<R extends pg.QueryResultRow>(statement: plans.Statement): Promise<pg.QueryResult<R>> {
+  async #query<R extends pg.QueryResultRow>(statement: plans.Statement | pg.QueryConfig): Promise<pg.QueryResult<R>> {
     try {
-      return await this.pool.query<R>(statement.text, statement.values);
+      return await this.pool.query<R>(statement as pg.QueryConfig);
     } catch (error) {
       throw translatePgError(error);
     }
@@ -1059,9 +1059,10 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       metadata: c.metadata ?? null,
       generation: fence ? (fence.generations.get(`${c.topic}/${c.partition}`) ?? -1n) : null,
     }));
-    const statement = commitOffsetsStatement(this.#tables, groupId, rows, fence ? fence.memberId : null);
+    // Prepared: two fixed texts (fenced or not), sent once per batch by every consumer.
+    const statement = this.#prepared(commitOffsetsStatement(this.#tables, groupId, rows, fence ? fence.memberId : null), true);
     try {
-      await client.query(statement.text, statement.values);
+      await client.query(statement);
     } catch (error) {
       const e = error as { code?: string; column?: string };
       if (e?.code === '23502' && e.column === 'committed_offset') {
@@ -1186,7 +1187,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       key: Buffer | null;
       value: Buffer | null;
       headers: Buffer | null;
-    }>(plans.fetchStatement(this.#tables, topic, partition, offset, limits.maxRecords));
+    }>(this.#prepared(plans.fetchStatement(this.#tables, topic, partition, offset, limits.maxRecords), true));
     const first = rows[0];
     if (!first) {
       throw new UnknownTopicOrPartitionError(`Partition ${partition} of topic "${topic}" does not exist.`, { topic, partition });
@@ -1462,24 +1463,34 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
    * (usable again), as a savepoint would leave it. Without this, a consumer handler whose first
    * use of `tx` preceded its failure had that attempt's writes committed with the batch.
    */
-  async #savepointBeforeBegin<T>(fn: () => Promise<T>): Promise<T> {
+  #savepointBeforeBegin<T>(fn: () => Promise<T>): Promise<T> {
+    // No async frame: once per record of a consumer whose handlers do not use the transaction.
+    let result: Promise<T>;
     try {
-      return await fn();
+      result = fn();
     } catch (error) {
-      const begun = this.#begin;
-      if (begun && !this.#ended) {
-        this.#begin = undefined;
-        this.#client = undefined;
-        const client = await begun.catch(() => undefined);
-        if (client) {
-          let broken: unknown;
-          await client.query('ROLLBACK').catch((e: unknown) => (broken = e));
-          if (!setPipeline(client, false)) broken ??= true;
-          client.release(broken instanceof Error ? broken : broken ? true : undefined);
-        }
-      }
-      throw translatePgError(error);
+      return this.#undoBeforeBegin(error);
     }
+    return result.then(undefined, this.#undoBeforeBeginFn);
+  }
+
+  readonly #undoBeforeBeginFn = (error: unknown): Promise<never> => this.#undoBeforeBegin(error);
+
+  /** `fn` of a savepoint taken before the transaction began failed: undo whatever it began. */
+  async #undoBeforeBegin(error: unknown): Promise<never> {
+    const begun = this.#begin;
+    if (begun && !this.#ended) {
+      this.#begin = undefined;
+      this.#client = undefined;
+      const client = await begun.catch(() => undefined);
+      if (client) {
+        let broken: unknown;
+        await client.query('ROLLBACK').catch((e: unknown) => (broken = e));
+        if (!setPipeline(client, false)) broken ??= true;
+        client.release(broken instanceof Error ? broken : broken ? true : undefined);
+      }
+    }
+    throw translatePgError(error);
   }
 
   async commit(): Promise<void> {
