@@ -1327,13 +1327,18 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
     return this.#begin;
   }
 
+  #wrapped: { readonly client: pg.PoolClient; readonly wrapper: { query: pg.PoolClient['query']; release: () => void } } | undefined;
+
   get db(): Kysely<DB> {
     this.#db ??= new Kysely<DB>({
       dialect: new PostgresDialect({
         pool: {
           connect: async () => {
             const client = await this.#use();
-            return { query: client.query.bind(client), release: () => {} };
+            // The same wrapper for every statement on this client: Kysely keeps its connection
+            // object per wrapper, so it is built once, not once per statement.
+            if (this.#wrapped?.client !== client) this.#wrapped = { client, wrapper: { query: client.query.bind(client), release: () => {} } };
+            return this.#wrapped.wrapper;
           },
           end: async () => {},
         } as never,

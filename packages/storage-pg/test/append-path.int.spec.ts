@@ -334,4 +334,31 @@ describe('lazy savepoints on the wire', () => {
     const { rows } = await admin.query<{ v: string }>(`SELECT v FROM "${storage.schema}".notes ORDER BY v`);
     expect(rows.map((r) => r.v)).toEqual(['a', 'b', 'begin']);
   });
+
+  it("tx.db after a failed savepoint taken before the transaction began: its statements go to the transaction begun anew, not to the connection given back", async () => {
+    const storage = freshStorage<{ notes: { v: string } }>();
+    await storage.connect();
+    const admin = await adminClient();
+    await admin.query(`CREATE TABLE "${storage.schema}".notes (v text NOT NULL)`);
+    const tx = storage.deferredTransaction();
+    await expect(
+      tx.savepoint(async () => {
+        await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'undone' }).execute();
+        throw new Error('the handler fails');
+      }),
+    ).rejects.toThrow('the handler fails');
+    expect(tx.begun).toBe(false);
+    // The connection it gave back is taken by someone else now: the transaction begins on another.
+    const other = await storage.acquireClient();
+    await tx.savepoint(async () => {
+      await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'kept' }).execute();
+    });
+    await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'kept too' }).execute();
+    // Not visible to another session before COMMIT: both statements ran in the transaction.
+    expect((await admin.query(`SELECT v FROM "${storage.schema}".notes`)).rows).toEqual([]);
+    await tx.commit();
+    other.release();
+    const { rows } = await admin.query<{ v: string }>(`SELECT v FROM "${storage.schema}".notes ORDER BY v`);
+    expect(rows.map((r) => r.v)).toEqual(['kept', 'kept too']);
+  });
 });
