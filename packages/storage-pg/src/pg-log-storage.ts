@@ -1476,6 +1476,9 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
     } catch (error) {
       return this.#undoBeforeBegin(error);
     }
+    // A callback that is not an async function (a KafkaJS handler written without `async`) may
+    // return a plain value or another thenable: adopted, as `await` would.
+    if (!(result instanceof Promise)) result = Promise.resolve(result);
     return result.then(undefined, this.#undoBeforeBeginFn);
   }
 

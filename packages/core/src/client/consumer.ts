@@ -939,17 +939,18 @@ export class Consumer<TDb = unknown> {
         });
       };
     }
-    // A literal of fixed shape, not a spread: built once per record, it is on the hot path.
-    const payload: EachMessagePayload<TDb> = {
-      topic: shared.topic,
-      partition: shared.partition,
-      message,
-      heartbeat: shared.heartbeat,
-      pause: shared.pause,
-      tx: shared.tx,
-      signal: shared.signal,
-    };
-    return () => config.eachMessage!(payload);
+    // A literal of fixed shape, not a spread (it is on the hot path); a fresh one per attempt, as
+    // before, so a retry never sees what an earlier attempt did to its payload.
+    return () =>
+      config.eachMessage!({
+        topic: shared.topic,
+        partition: shared.partition,
+        message,
+        heartbeat: shared.heartbeat,
+        pause: shared.pause,
+        tx: shared.tx,
+        signal: shared.signal,
+      });
   }
 
   /**
