@@ -729,6 +729,35 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       .finally(() => this.#aheadPending.delete(k));
   }
 
+  /** Handler statements (`tx.db`) seen once, and those given a name: see {@link handlerStatement}. */
+  readonly #handlerSeen = new Set<string>();
+  readonly #handlerNames = new Map<string, string>();
+
+  /**
+   * @internal A statement a handler sends through a transaction's `tx.db`. A consumer's batch runs
+   * the same handler for every record, so the same text comes again and again: from its second
+   * sighting it goes as a named prepared statement (parsed once per connection, and planned once
+   * when PostgreSQL settles on a generic plan) instead of being parsed and planned per record.
+   * Only row-less writes with parameters qualify — INSERT, UPDATE or DELETE without RETURNING, so
+   * no result type can change under a prepared statement after DDL — and at most 128 texts are
+   * named per storage (then the rest go unnamed, as before); search_path changes re-plan prepared
+   * statements in PostgreSQL, so they target what an unnamed statement would.
+   */
+  handlerStatement(text: string, values: unknown[] | undefined): pg.QueryConfig {
+    let name = this.#handlerNames.get(text);
+    if (name === undefined && values !== undefined && values.length > 0 && this.#handlerNames.size < 128 && PREPARABLE_WRITE.test(text) && !RETURNING.test(text)) {
+      if (!this.#handlerSeen.has(text)) {
+        if (this.#handlerSeen.size >= 1024) this.#handlerSeen.clear();
+        this.#handlerSeen.add(text);
+      } else {
+        this.#handlerSeen.delete(text);
+        name = `annals_h_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`;
+        this.#handlerNames.set(text, name);
+      }
+    }
+    return name === undefined ? { text, values } : { name, text, values };
+  }
+
   /** @internal A pooled client with its error event guarded. */
   acquireClient(): Promise<pg.PoolClient> {
     return this.#client();
@@ -1224,6 +1253,10 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
   }
 }
 
+/** Statements {@link PgLogStorage.handlerStatement} may prepare: row-less writes. */
+const PREPARABLE_WRITE = /^\s*(insert|update|delete)\s/i;
+const RETURNING = /\breturning\b/i;
+
 function sortAppends(appends: readonly PartitionAppend[]): PartitionAppend[] {
   return [...appends].sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition));
 }
@@ -1337,7 +1370,12 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
             const client = await this.#use();
             // The same wrapper for every statement on this client: Kysely keeps its connection
             // object per wrapper, so it is built once, not once per statement.
-            if (this.#wrapped?.client !== client) this.#wrapped = { client, wrapper: { query: client.query.bind(client), release: () => {} } };
+            if (this.#wrapped?.client !== client) {
+              const storage = this.#storage;
+              const query = (text: unknown, values?: unknown[]) =>
+                typeof text === 'string' ? client.query(storage.handlerStatement(text, values)) : (client.query as (t: unknown, v?: unknown[]) => unknown)(text, values);
+              this.#wrapped = { client, wrapper: { query: query as pg.PoolClient['query'], release: () => {} } };
+            }
             return this.#wrapped.wrapper;
           },
           end: async () => {},

@@ -13,6 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_TOPIC_CONFIG, type AppendRecord, type TopicConfig } from '@annals/core';
@@ -360,5 +361,65 @@ describe('lazy savepoints on the wire', () => {
     other.release();
     const { rows } = await admin.query<{ v: string }>(`SELECT v FROM "${storage.schema}".notes ORDER BY v`);
     expect(rows.map((r) => r.v)).toEqual(['kept', 'kept too']);
+  });
+});
+
+describe("statements a handler repeats through tx.db", () => {
+  it('a row-less write with parameters goes prepared from its second use; RETURNING, reads and parameterless statements never do', async () => {
+    const storage = freshStorage<any>();
+    await storage.connect();
+    const admin = await adminClient();
+    await admin.query(`CREATE TABLE "${storage.schema}".notes (v text NOT NULL)`);
+    const tx = storage.deferredTransaction();
+    const db = tx.db.withSchema(storage.schema);
+    const { seen } = await capture(async () => {
+      for (let i = 0; i < 8; i++) {
+        await tx.savepoint(async () => {
+          await db.insertInto('notes').values({ v: `n${i}` }).execute();
+        });
+      }
+      for (let i = 0; i < 3; i++) {
+        await db.insertInto('notes').values({ v: `r${i}` }).returning('v').execute();
+        await db.selectFrom('notes').select('v').where('v', '=', `n${i}`).execute();
+        await sql`UPDATE ${sql.table(`${storage.schema}.notes`)} SET v = v WHERE false`.execute(tx.db);
+      }
+    });
+    const inserts = seen.filter((q) => /^insert into/i.test(q.text) && !/returning/i.test(q.text));
+    expect(inserts).toHaveLength(8);
+    expect(inserts[0]!.name).toBeUndefined();
+    expect(new Set(inserts.slice(1).map((q) => q.name)).size).toBe(1);
+    expect(inserts[1]!.name).toMatch(/^annals_h_/);
+    for (const q of seen.filter((q) => /returning|^select|^update/i.test(q.text))) expect(q.name).toBeUndefined();
+    const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM pg_prepared_statements WHERE name LIKE 'annals_h_%'`.execute(tx.db);
+    expect(rows[0]!.n).toBe('1');
+    await tx.commit();
+    const all = await admin.query<{ v: string }>(`SELECT v FROM "${storage.schema}".notes ORDER BY v`);
+    expect(all.rows.map((r) => r.v)).toEqual(['n0', 'n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7', 'r0', 'r1', 'r2']);
+  });
+
+  it('a prepared handler statement still follows search_path, and rolls back with its savepoint', async () => {
+    const storage = freshStorage<any>();
+    await storage.connect();
+    const admin = await adminClient();
+    const [a, b] = [`${storage.schema}_a`, `${storage.schema}_b`];
+    for (const s of [a, b]) await admin.query(`CREATE SCHEMA "${s}"; CREATE TABLE "${s}".notes (v text NOT NULL)`);
+    try {
+      const tx = storage.deferredTransaction();
+      await sql`SELECT set_config('search_path', ${`"${a}"`}, true)`.execute(tx.db);
+      for (let i = 0; i < 3; i++) await tx.db.insertInto('notes').values({ v: `a${i}` }).execute();
+      await sql`SELECT set_config('search_path', ${`"${b}"`}, true)`.execute(tx.db);
+      await tx.db.insertInto('notes').values({ v: 'b0' }).execute();
+      await expect(
+        tx.savepoint(async () => {
+          await tx.db.insertInto('notes').values({ v: 'b-dropped' }).execute();
+          throw new Error('the handler fails');
+        }),
+      ).rejects.toThrow('the handler fails');
+      await tx.commit();
+      expect((await admin.query(`SELECT v FROM "${a}".notes ORDER BY v`)).rows.map((r) => r.v)).toEqual(['a0', 'a1', 'a2']);
+      expect((await admin.query(`SELECT v FROM "${b}".notes ORDER BY v`)).rows.map((r) => r.v)).toEqual(['b0']);
+    } finally {
+      await admin.query(`DROP SCHEMA "${a}" CASCADE; DROP SCHEMA "${b}" CASCADE`);
+    }
   });
 });
