@@ -739,13 +739,22 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
    * sighting it goes as a named prepared statement (parsed once per connection, and planned once
    * when PostgreSQL settles on a generic plan) instead of being parsed and planned per record.
    * Only row-less writes with parameters qualify — INSERT, UPDATE or DELETE without RETURNING, so
-   * no result type can change under a prepared statement after DDL — and at most 128 texts are
-   * named per storage (then the rest go unnamed, as before); search_path changes re-plan prepared
-   * statements in PostgreSQL, so they target what an unnamed statement would.
+   * no result type can change under a prepared statement after DDL — of at most 4,096 characters
+   * (a multi-row INSERT's text changes with its row count: not worth remembering), and at most 128
+   * texts are named per storage (then the rest go unnamed, as before); search_path changes re-plan
+   * prepared statements in PostgreSQL, so they target what an unnamed statement would.
    */
   handlerStatement(text: string, values: unknown[] | undefined): pg.QueryConfig {
     let name = this.#handlerNames.get(text);
-    if (name === undefined && values !== undefined && values.length > 0 && this.#handlerNames.size < 128 && PREPARABLE_WRITE.test(text) && !RETURNING.test(text)) {
+    if (
+      name === undefined &&
+      values !== undefined &&
+      values.length > 0 &&
+      text.length <= 4096 &&
+      this.#handlerNames.size < 128 &&
+      PREPARABLE_WRITE.test(text) &&
+      !RETURNING.test(text)
+    ) {
       if (!this.#handlerSeen.has(text)) {
         if (this.#handlerSeen.size >= 1024) this.#handlerSeen.clear();
         this.#handlerSeen.add(text);
