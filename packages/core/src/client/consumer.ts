@@ -911,7 +911,7 @@ export class Consumer<TDb = unknown> {
     };
   }
 
-  /** The call of one record's handler (its payload built once, reused by retries). */
+  /** The call of one record's handler: its message built once, a fresh payload per attempt. */
   #recordRunner(
     record: StoredRecord,
     config: ConsumerRunConfig<TDb>,
