@@ -300,9 +300,9 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     return client;
   }
 
-  async #query<R extends pg.QueryResultRow>(statement: plans.Statement): Promise<pg.QueryResult<R>> {
+  async #query<R extends pg.QueryResultRow>(statement: plans.Statement | pg.QueryConfig): Promise<pg.QueryResult<R>> {
     try {
-      return await this.pool.query<R>(statement.text, statement.values);
+      return await this.pool.query<R>(statement as pg.QueryConfig);
     } catch (error) {
       throw translatePgError(error);
     }
@@ -743,6 +743,44 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       .finally(() => this.#aheadPending.delete(k));
   }
 
+  /** Handler statements (`tx.db`) seen once, and those given a name: see {@link handlerStatement}. */
+  readonly #handlerSeen = new Set<string>();
+  readonly #handlerNames = new Map<string, string>();
+
+  /**
+   * @internal A statement a handler sends through a transaction's `tx.db`. A consumer's batch runs
+   * the same handler for every record, so the same text comes again and again: from its second
+   * sighting it goes as a named prepared statement (parsed once per connection, and planned once
+   * when PostgreSQL settles on a generic plan) instead of being parsed and planned per record.
+   * Only row-less writes with parameters qualify — INSERT, UPDATE or DELETE without RETURNING, so
+   * no result type can change under a prepared statement after DDL — of at most 4,096 characters
+   * (a multi-row INSERT's text changes with its row count: not worth remembering), and at most 128
+   * texts are named per storage (then the rest go unnamed, as before); search_path changes re-plan
+   * prepared statements in PostgreSQL, so they target what an unnamed statement would.
+   */
+  handlerStatement(text: string, values: unknown[] | undefined): pg.QueryConfig {
+    let name = this.#handlerNames.get(text);
+    if (
+      name === undefined &&
+      values !== undefined &&
+      values.length > 0 &&
+      text.length <= 4096 &&
+      this.#handlerNames.size < 128 &&
+      PREPARABLE_WRITE.test(text) &&
+      !RETURNING.test(text)
+    ) {
+      if (!this.#handlerSeen.has(text)) {
+        if (this.#handlerSeen.size >= 1024) this.#handlerSeen.clear();
+        this.#handlerSeen.add(text);
+      } else {
+        this.#handlerSeen.delete(text);
+        name = `annals_h_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`;
+        this.#handlerNames.set(text, name);
+      }
+    }
+    return name === undefined ? { text, values } : { name, text, values };
+  }
+
   /** @internal A pooled client with its error event guarded. */
   acquireClient(): Promise<pg.PoolClient> {
     return this.#client();
@@ -1075,9 +1113,10 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       metadata: c.metadata ?? null,
       generation: fence ? (fence.generations.get(`${c.topic}/${c.partition}`) ?? -1n) : null,
     }));
-    const statement = commitOffsetsStatement(this.#tables, groupId, rows, fence ? fence.memberId : null);
+    // Prepared: two fixed texts (fenced or not), sent once per batch by every consumer.
+    const statement = this.#prepared(commitOffsetsStatement(this.#tables, groupId, rows, fence ? fence.memberId : null), true);
     try {
-      await client.query(statement.text, statement.values);
+      await client.query(statement);
     } catch (error) {
       const e = error as { code?: string; column?: string };
       if (e?.code === '23502' && e.column === 'committed_offset') {
@@ -1202,7 +1241,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       key: Buffer | null;
       value: Buffer | null;
       headers: Buffer | null;
-    }>(plans.fetchStatement(this.#tables, topic, partition, offset, limits.maxRecords));
+    }>(this.#prepared(plans.fetchStatement(this.#tables, topic, partition, offset, limits.maxRecords), true));
     const first = rows[0];
     if (!first) {
       throw new UnknownTopicOrPartitionError(`Partition ${partition} of topic "${topic}" does not exist.`, { topic, partition });
@@ -1238,6 +1277,10 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     return this.#listener.add(new Set(topics), listener);
   }
 }
+
+/** Statements {@link PgLogStorage.handlerStatement} may prepare: row-less writes. */
+const PREPARABLE_WRITE = /^\s*(insert|update|delete)\s/i;
+const RETURNING = /\breturning\b/i;
 
 function sortAppends(appends: readonly PartitionAppend[]): PartitionAppend[] {
   return [...appends].sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition));
@@ -1342,13 +1385,23 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
     return this.#begin;
   }
 
+  #wrapped: { readonly client: pg.PoolClient; readonly wrapper: { query: pg.PoolClient['query']; release: () => void } } | undefined;
+
   get db(): Kysely<DB> {
     this.#db ??= new Kysely<DB>({
       dialect: new PostgresDialect({
         pool: {
           connect: async () => {
             const client = await this.#use();
-            return { query: client.query.bind(client), release: () => {} };
+            // The same wrapper for every statement on this client: Kysely keeps its connection
+            // object per wrapper, so it is built once, not once per statement.
+            if (this.#wrapped?.client !== client) {
+              const storage = this.#storage;
+              const query = (text: unknown, values?: unknown[]) =>
+                typeof text === 'string' ? client.query(storage.handlerStatement(text, values)) : (client.query as (t: unknown, v?: unknown[]) => unknown)(text, values);
+              this.#wrapped = { client, wrapper: { query: query as pg.PoolClient['query'], release: () => {} } };
+            }
+            return this.#wrapped.wrapper;
           },
           end: async () => {},
         } as never,
@@ -1395,6 +1448,15 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
       this.#declared = undefined;
       const release = this.#releasable;
       this.#releasable = undefined;
+      // Held back (corked) until the caller's statement is queued behind it — it is, within the same
+      // run of microtasks — so both reach the server in one write: one wake-up of the backend per
+      // record, not two. Uncorked on the next tick whatever happens.
+      const stream = (client as unknown as { connection?: { stream?: { cork?: () => void; uncork?: () => void } } }).connection?.stream;
+      const corked = typeof stream?.cork === 'function' && typeof stream.uncork === 'function';
+      if (corked) {
+        stream!.cork!();
+        process.nextTick(() => stream!.uncork!());
+      }
       const done = client.query(release ? `RELEASE SAVEPOINT ${release}; SAVEPOINT ${name}` : `SAVEPOINT ${name}`);
       done.catch(() => {});
       this.#sent = { name, done };
@@ -1402,9 +1464,15 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
     return client;
   }
 
-  async savepoint<T>(fn: () => Promise<T>): Promise<T> {
+  savepoint<T>(fn: () => Promise<T>): Promise<T> {
+    // Not an async function itself: the not-begun case (a consumer handler that does not use the
+    // transaction, once per record) goes straight to its own path, one promise less.
     const client = this.#client;
     if (!client) return this.#savepointBeforeBegin(fn);
+    return this.#savepointOn(client, fn);
+  }
+
+  async #savepointOn<T>(client: pg.PoolClient, fn: () => Promise<T>): Promise<T> {
     if (this.#declared !== undefined || this.#sent !== undefined) {
       // Nested: a savepoint of its own, sent at once.
       return this.#eagerSavepoint(client, fn);
@@ -1463,24 +1531,37 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
    * (usable again), as a savepoint would leave it. Without this, a consumer handler whose first
    * use of `tx` preceded its failure had that attempt's writes committed with the batch.
    */
-  async #savepointBeforeBegin<T>(fn: () => Promise<T>): Promise<T> {
+  #savepointBeforeBegin<T>(fn: () => Promise<T>): Promise<T> {
+    // No async frame: once per record of a consumer whose handlers do not use the transaction.
+    let result: Promise<T>;
     try {
-      return await fn();
+      result = fn();
     } catch (error) {
-      const begun = this.#begin;
-      if (begun && !this.#ended) {
-        this.#begin = undefined;
-        this.#client = undefined;
-        const client = await begun.catch(() => undefined);
-        if (client) {
-          let broken: unknown;
-          await client.query('ROLLBACK').catch((e: unknown) => (broken = e));
-          if (!setPipeline(client, false)) broken ??= true;
-          client.release(broken instanceof Error ? broken : broken ? true : undefined);
-        }
-      }
-      throw translatePgError(error);
+      return this.#undoBeforeBegin(error);
     }
+    // A callback that is not an async function (a KafkaJS handler written without `async`) may
+    // return a plain value or another thenable: adopted, as `await` would.
+    if (!(result instanceof Promise)) result = Promise.resolve(result);
+    return result.then(undefined, this.#undoBeforeBeginFn);
+  }
+
+  readonly #undoBeforeBeginFn = (error: unknown): Promise<never> => this.#undoBeforeBegin(error);
+
+  /** `fn` of a savepoint taken before the transaction began failed: undo whatever it began. */
+  async #undoBeforeBegin(error: unknown): Promise<never> {
+    const begun = this.#begin;
+    if (begun && !this.#ended) {
+      this.#begin = undefined;
+      this.#client = undefined;
+      const client = await begun.catch(() => undefined);
+      if (client) {
+        let broken: unknown;
+        await client.query('ROLLBACK').catch((e: unknown) => (broken = e));
+        if (!setPipeline(client, false)) broken ??= true;
+        client.release(broken instanceof Error ? broken : broken ? true : undefined);
+      }
+    }
+    throw translatePgError(error);
   }
 
   async commit(): Promise<void> {

@@ -12,6 +12,8 @@
  *   still land, dense.
  */
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_TOPIC_CONFIG, type AppendRecord, type TopicConfig } from '@annals/core';
@@ -335,5 +337,153 @@ describe('segment marks cached per process', () => {
     const [second] = await a.append([{ topic: 'r', partition: 0, records: [rec('z')] }]);
     expect(second!.baseOffset).toBe(25n);
     expect((await b.fetchWatermarks('r'))[0]!.high).toBe(26n);
+  });
+});
+
+/** Every flush to a socket while `fn` runs, as latin1 text (one entry per write/writev call). */
+async function captureFlushes<T>(fn: () => Promise<T>): Promise<{ result: T; flushes: string[] }> {
+  const proto = net.Socket.prototype as unknown as { _writeGeneric: (writev: boolean, data: any, encoding: string, cb: unknown) => unknown };
+  const original = proto._writeGeneric;
+  const flushes: string[] = [];
+  const text = (c: any) => (Buffer.isBuffer(c) ? c : Buffer.from(c.chunk ?? c)).toString('latin1');
+  proto._writeGeneric = function (this: unknown, writev, data, encoding, cb) {
+    flushes.push(writev ? (data as any[]).map(text).join('') : text(data));
+    return original.call(this, writev, data, encoding, cb);
+  };
+  try {
+    return { result: await fn(), flushes };
+  } finally {
+    proto._writeGeneric = original;
+  }
+}
+
+describe('lazy savepoints on the wire', () => {
+  it("a record's SAVEPOINT reaches the server in the same write as the statement behind it; one taken before a pause is still sent, and rolls back", async () => {
+    const storage = freshStorage<{ notes: { v: string } }>();
+    await storage.connect();
+    const admin = await adminClient();
+    await admin.query(`CREATE TABLE "${storage.schema}".notes (v text NOT NULL)`);
+    const tx = storage.deferredTransaction();
+    await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'begin' }).execute();
+
+    const { flushes } = await captureFlushes(() =>
+      tx.savepoint(async () => {
+        await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'a' }).execute();
+      }),
+    );
+    const withSavepoint = flushes.filter((f) => f.includes('SAVEPOINT annals_sp_'));
+    expect(withSavepoint).toHaveLength(1);
+    expect(withSavepoint[0]).toContain('insert into "');
+
+    // The connection is taken (and the SAVEPOINT queued) before a pause: it must not wait for a
+    // statement that comes late — and the savepoint it opened still undoes the record's write.
+    await expect(
+      tx.savepoint(async () => {
+        await tx.db.connection().execute(async (db) => {
+          await sleep(50);
+          await db.withSchema(storage.schema).insertInto('notes').values({ v: 'dropped' }).execute();
+        });
+        throw new Error('the handler fails');
+      }),
+    ).rejects.toThrow('the handler fails');
+    await tx.savepoint(async () => {
+      await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'b' }).execute();
+    });
+    await tx.commit();
+    const { rows } = await admin.query<{ v: string }>(`SELECT v FROM "${storage.schema}".notes ORDER BY v`);
+    expect(rows.map((r) => r.v)).toEqual(['a', 'b', 'begin']);
+  });
+
+  it("tx.db after a failed savepoint taken before the transaction began: its statements go to the transaction begun anew, not to the connection given back", async () => {
+    const storage = freshStorage<{ notes: { v: string } }>();
+    await storage.connect();
+    const admin = await adminClient();
+    await admin.query(`CREATE TABLE "${storage.schema}".notes (v text NOT NULL)`);
+    const tx = storage.deferredTransaction();
+    await expect(
+      tx.savepoint(async () => {
+        await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'undone' }).execute();
+        throw new Error('the handler fails');
+      }),
+    ).rejects.toThrow('the handler fails');
+    expect(tx.begun).toBe(false);
+    // The connection it gave back is taken by someone else now: the transaction begins on another.
+    const other = await storage.acquireClient();
+    await tx.savepoint(async () => {
+      await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'kept' }).execute();
+    });
+    await tx.db.withSchema(storage.schema).insertInto('notes').values({ v: 'kept too' }).execute();
+    // Not visible to another session before COMMIT: both statements ran in the transaction.
+    expect((await admin.query(`SELECT v FROM "${storage.schema}".notes`)).rows).toEqual([]);
+    await tx.commit();
+    other.release();
+    const { rows } = await admin.query<{ v: string }>(`SELECT v FROM "${storage.schema}".notes ORDER BY v`);
+    expect(rows.map((r) => r.v)).toEqual(['kept', 'kept too']);
+  });
+});
+
+describe("statements a handler repeats through tx.db", () => {
+  it('a row-less write with parameters goes prepared from its second use; RETURNING, reads and parameterless statements never do', async () => {
+    const storage = freshStorage<any>();
+    await storage.connect();
+    const admin = await adminClient();
+    await admin.query(`CREATE TABLE "${storage.schema}".notes (v text NOT NULL)`);
+    const tx = storage.deferredTransaction();
+    const db = tx.db.withSchema(storage.schema);
+    const { seen } = await capture(async () => {
+      for (let i = 0; i < 8; i++) {
+        await tx.savepoint(async () => {
+          await db.insertInto('notes').values({ v: `n${i}` }).execute();
+        });
+      }
+      // A long text (a many-row INSERT) is never named, however often it comes.
+      for (let i = 0; i < 3; i++) await db.insertInto('notes').values(Array.from({ length: 800 }, (_, k) => ({ v: `m${i}-${k}` }))).execute();
+      for (let i = 0; i < 3; i++) {
+        await db.insertInto('notes').values({ v: `r${i}` }).returning('v').execute();
+        await db.selectFrom('notes').select('v').where('v', '=', `n${i}`).execute();
+        await sql`UPDATE ${sql.table(`${storage.schema}.notes`)} SET v = v WHERE false`.execute(tx.db);
+      }
+    });
+    const long = seen.filter((q) => q.text.length > 4096);
+    expect(long).toHaveLength(3);
+    for (const q of long) expect(q.name).toBeUndefined();
+    const inserts = seen.filter((q) => /^insert into/i.test(q.text) && !/returning/i.test(q.text) && q.text.length <= 4096);
+    expect(inserts).toHaveLength(8);
+    expect(inserts[0]!.name).toBeUndefined();
+    expect(new Set(inserts.slice(1).map((q) => q.name)).size).toBe(1);
+    expect(inserts[1]!.name).toMatch(/^annals_h_/);
+    for (const q of seen.filter((q) => /returning|^select|^update/i.test(q.text))) expect(q.name).toBeUndefined();
+    const { rows } = await sql<{ n: string }>`SELECT count(*)::text AS n FROM pg_prepared_statements WHERE name LIKE 'annals_h_%'`.execute(tx.db);
+    expect(rows[0]!.n).toBe('1');
+    await tx.commit();
+    const all = await admin.query<{ v: string }>(`SELECT v FROM "${storage.schema}".notes WHERE v NOT LIKE 'm%' ORDER BY v`);
+    expect(all.rows.map((r) => r.v)).toEqual(['n0', 'n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7', 'r0', 'r1', 'r2']);
+    expect((await admin.query(`SELECT count(*)::int AS n FROM "${storage.schema}".notes WHERE v LIKE 'm%'`)).rows[0].n).toBe(2400);
+  });
+
+  it('a prepared handler statement still follows search_path, and rolls back with its savepoint', async () => {
+    const storage = freshStorage<any>();
+    await storage.connect();
+    const admin = await adminClient();
+    const [a, b] = [`${storage.schema}_a`, `${storage.schema}_b`];
+    for (const s of [a, b]) await admin.query(`CREATE SCHEMA "${s}"; CREATE TABLE "${s}".notes (v text NOT NULL)`);
+    try {
+      const tx = storage.deferredTransaction();
+      await sql`SELECT set_config('search_path', ${`"${a}"`}, true)`.execute(tx.db);
+      for (let i = 0; i < 3; i++) await tx.db.insertInto('notes').values({ v: `a${i}` }).execute();
+      await sql`SELECT set_config('search_path', ${`"${b}"`}, true)`.execute(tx.db);
+      await tx.db.insertInto('notes').values({ v: 'b0' }).execute();
+      await expect(
+        tx.savepoint(async () => {
+          await tx.db.insertInto('notes').values({ v: 'b-dropped' }).execute();
+          throw new Error('the handler fails');
+        }),
+      ).rejects.toThrow('the handler fails');
+      await tx.commit();
+      expect((await admin.query(`SELECT v FROM "${a}".notes ORDER BY v`)).rows.map((r) => r.v)).toEqual(['a0', 'a1', 'a2']);
+      expect((await admin.query(`SELECT v FROM "${b}".notes ORDER BY v`)).rows.map((r) => r.v)).toEqual(['b0']);
+    } finally {
+      await admin.query(`DROP SCHEMA "${a}" CASCADE; DROP SCHEMA "${b}" CASCADE`);
+    }
   });
 });

@@ -148,6 +148,31 @@ describe('failure policies', () => {
     expect(failures).toBe(2);
   });
 
+  it('handlers written without async (KafkaJS code): a plain return is a success, a synchronous throw a failure retried in place', async () => {
+    const annals = freshAnnals();
+    await annals.admin().createTopics({ topics: [{ topic: 'sync' }] });
+    await annals.producer().send({ topic: 'sync', messages: ['1', '2', '3'].map((value) => ({ value })) });
+    const consumer = annals.consumer({ groupId: 'sync-g', ...fast, retry: { retries: 3, initialRetryTime: 20 } });
+    running.push(consumer);
+    let failures = 0;
+    const done: string[] = [];
+    await consumer.subscribe({ topic: 'sync', fromBeginning: true });
+    // Not an async function: returns undefined, or throws before returning anything.
+    const handler = ({ message }: EachMessagePayload<unknown>): void => {
+      if (message.value!.toString() === '2' && failures < 2) {
+        failures++;
+        throw new Error('transient');
+      }
+      done.push(message.value!.toString());
+    };
+    await consumer.run({ eachMessage: handler as unknown as (p: EachMessagePayload<unknown>) => Promise<void> });
+    await waitFor('3 records', () => done.length === 3);
+    await waitFor('the offsets committed', async () => (await annals.admin().describeGroupLag('sync-g')).every((l) => l.lag === '0'));
+    await sleep(200);
+    expect(done).toEqual(['1', '2', '3']);
+    expect(failures).toBe(2);
+  });
+
   it('dead-letters a poison record with its reason, in the same transaction as the offset advance; other partitions go on', async () => {
     const annals = freshAnnals();
     await annals.admin().createTopics({ topics: [{ topic: 'work', numPartitions: 2 }, { topic: 'work.dlq' }] });

@@ -872,7 +872,15 @@ export class Consumer<TDb = unknown> {
         const contract = config.eachEvent ? this.#subscriptionOf(state.topic)!.contract! : undefined;
         for (const record of records) {
           if (state.revoked || this.#stopping || state.seekGeneration !== seekGeneration || this.#isPaused(state)) break;
-          const handled = await this.#handleRecord(state, session, record, batch, config, shared, contract);
+          // The first attempt runs here, in this frame: no async frame of its own per record (the
+          // happy path is the hot one); a failure goes to #recordFailed (retries, policy).
+          const run = this.#recordRunner(record, config, shared, contract);
+          let handled: 'done' | 'paused' | 'retry-later' = 'done';
+          try {
+            await batch.savepoint(run);
+          } catch (error) {
+            handled = await this.#recordFailed(state, session, record, batch, config, run, error);
+          }
           if (handled === 'retry-later') return;
           if (handled === 'paused') break;
           if (state.seekGeneration === seekGeneration) state.position = record.offset + 1n;
@@ -903,68 +911,106 @@ export class Consumer<TDb = unknown> {
     };
   }
 
-  /** Runs one record's handler with retries; returns how the partition should go on. */
-  async #handleRecord(
+  /** The call of one record's handler: its message built once, a fresh payload per attempt. */
+  #recordRunner(
+    record: StoredRecord,
+    config: ConsumerRunConfig<TDb>,
+    shared: Omit<EachMessagePayload<TDb>, 'message'>,
+    contract: TopicContract | undefined,
+  ): () => Promise<void> {
+    const message = toKafkaMessage(record);
+    if (config.eachEvent) {
+      return () => {
+        let event: DecodedEvent;
+        try {
+          event = decodeEvent(contract!, record, this.#ctx.codecs, { unknownVersion: this.#options.onUnknownVersion });
+        } catch (error) {
+          return Promise.reject(new UndecodableRecord(error));
+        }
+        return config.eachEvent!({
+          topic: shared.topic,
+          partition: shared.partition,
+          message,
+          heartbeat: shared.heartbeat,
+          pause: shared.pause,
+          tx: shared.tx,
+          signal: shared.signal,
+          event,
+        });
+      };
+    }
+    // A literal of fixed shape, not a spread (it is on the hot path); a fresh one per attempt, as
+    // before, so a retry never sees what an earlier attempt did to its payload.
+    return () =>
+      config.eachMessage!({
+        topic: shared.topic,
+        partition: shared.partition,
+        message,
+        heartbeat: shared.heartbeat,
+        pause: shared.pause,
+        tx: shared.tx,
+        signal: shared.signal,
+      });
+  }
+
+  /**
+   * A record's handler failed (its first attempt ran in the batch loop): retries with backoff,
+   * then the failure policy. Returns how the partition should go on.
+   */
+  async #recordFailed(
     state: PartitionState,
     session: GroupSession,
     record: StoredRecord,
     batch: BatchTransaction<TDb>,
     config: ConsumerRunConfig<TDb>,
-    shared: Omit<EachMessagePayload<TDb>, 'message'>,
-    contract: TopicContract | undefined,
+    run: () => Promise<void>,
+    firstError: unknown,
   ): Promise<'done' | 'paused' | 'retry-later'> {
-    const message = toKafkaMessage(record);
-    const run = config.eachEvent
-      ? () => {
-          let event: DecodedEvent;
-          try {
-            event = decodeEvent(contract!, record, this.#ctx.codecs, { unknownVersion: this.#options.onUnknownVersion });
-          } catch (error) {
-            return Promise.reject(new UndecodableRecord(error));
-          }
-          return config.eachEvent!({ ...shared, message, event });
-        }
-      : () => config.eachMessage!({ ...shared, message });
+    let error = firstError;
     for (let attempt = 0; ; attempt++) {
-      try {
-        await batch.savepoint(run);
-        return 'done';
-      } catch (error) {
-        if (error instanceof IllegalGenerationError) throw error;
-        const undecodable = error instanceof UndecodableRecord;
-        const cause = undecodable ? error.cause : error;
-        if (!undecodable && state.revoked) {
-          // The partition was taken from this member while the handler ran: the record did not
-          // fail, the member lost it. Roll the batch back and leave the record to the new owner.
-          await batch.abort();
-          return 'retry-later';
+      if (attempt > 0) {
+        try {
+          await batch.savepoint(run);
+          return 'done';
+        } catch (e) {
+          error = e;
         }
-        if (!undecodable && isConnectionLoss(cause)) {
-          // The batch's connection is gone (terminated, reset, killed by a server timeout): not the
-          // record's fault, and nothing more can be committed on it. Give the batch up; the member
-          // rejoins and the record is handled again from the committed offset (issue 9).
-          throw cause;
-        }
-        if (!undecodable && attempt < this.#options.retry.retries && !this.#stopping && !state.revoked) {
-          // Commit what succeeded so far, then retry this record in a fresh transaction after a backoff.
-          await this.#settleCommit(state);
-          await batch.checkpoint(
-            (config.autoCommit ?? true) && state.committed !== state.position
-              ? { groupId: this.groupId, offset: state.position, state, fence: this.#fence(state, session) }
-              : undefined,
-          );
-          if ((config.autoCommit ?? true)) state.committed = state.position;
-          this.#semaphore.release();
-          try {
-            await sleep(backoff(this.#options.retry, attempt));
-          } finally {
-            await this.#semaphore.acquire();
-          }
-          if (state.revoked || this.#stopping) return 'retry-later';
-          continue;
-        }
-        return this.#applyFailurePolicy(state, session, record, batch, cause, attempt + 1);
       }
+      batch.recordFailed();
+      if (error instanceof IllegalGenerationError) throw error;
+      const undecodable = error instanceof UndecodableRecord;
+      const cause = undecodable ? (error as UndecodableRecord).cause : error;
+      if (!undecodable && state.revoked) {
+        // The partition was taken from this member while the handler ran: the record did not
+        // fail, the member lost it. Roll the batch back and leave the record to the new owner.
+        await batch.abort();
+        return 'retry-later';
+      }
+      if (!undecodable && isConnectionLoss(cause)) {
+        // The batch's connection is gone (terminated, reset, killed by a server timeout): not the
+        // record's fault, and nothing more can be committed on it. Give the batch up; the member
+        // rejoins and the record is handled again from the committed offset (issue 9).
+        throw cause;
+      }
+      if (!undecodable && attempt < this.#options.retry.retries && !this.#stopping && !state.revoked) {
+        // Commit what succeeded so far, then retry this record in a fresh transaction after a backoff.
+        await this.#settleCommit(state);
+        await batch.checkpoint(
+          (config.autoCommit ?? true) && state.committed !== state.position
+            ? { groupId: this.groupId, offset: state.position, state, fence: this.#fence(state, session) }
+            : undefined,
+        );
+        if ((config.autoCommit ?? true)) state.committed = state.position;
+        this.#semaphore.release();
+        try {
+          await sleep(backoff(this.#options.retry, attempt));
+        } finally {
+          await this.#semaphore.acquire();
+        }
+        if (state.revoked || this.#stopping) return 'retry-later';
+        continue;
+      }
+      return this.#applyFailurePolicy(state, session, record, batch, cause, attempt + 1);
     }
   }
 
@@ -1136,17 +1182,22 @@ class BatchTransaction<TDb> {
     return !this.#tx.begun && this.#committed.length === 0 && this.#current.length === 0;
   }
 
-  async savepoint(fn: () => Promise<void>): Promise<void> {
-    try {
-      await this.#tx.savepoint(fn);
-    } catch (error) {
-      this.#current = [];
-      throw error;
-    }
+  /**
+   * Runs one record's handler under its savepoint. Not wrapped in an async function of its own
+   * (one promise less per record): on failure the caller calls {@link recordFailed}.
+   */
+  savepoint(fn: () => Promise<void>): Promise<void> {
+    return this.#tx.savepoint(fn);
+  }
+
+  /** The record's handler failed: drop its publishes (its writes were rolled back with its savepoint). */
+  recordFailed(): void {
+    this.#current = [];
   }
 
   /** The record's handler succeeded: keep its publishes. */
   recordDone(): void {
+    if (this.#current.length === 0) return;
     this.#committed.push(...this.#current);
     this.#current = [];
   }

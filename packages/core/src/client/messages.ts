@@ -85,15 +85,24 @@ export function recordSize(key: Uint8Array | null, value: Uint8Array | null, hea
 }
 
 export function toKafkaMessage(record: StoredRecord): KafkaMessage {
+  // Once per consumed record: one pass over the headers (no entries arrays), size counted as
+  // recordSize counts it.
+  const stored = record.headers;
   const headers: { [name: string]: Buffer } = {};
-  for (const [name, v] of Object.entries(record.headers)) headers[name] = asBuffer(v);
+  let size = (record.key?.byteLength ?? 0) + (record.value?.byteLength ?? 0);
+  for (const name in stored) {
+    if (!Object.prototype.hasOwnProperty.call(stored, name)) continue;
+    const v = stored[name]!;
+    headers[name] = asBuffer(v);
+    size += name.length + v.byteLength;
+  }
   return {
     key: record.key ? asBuffer(record.key) : null,
     value: record.value ? asBuffer(record.value) : null,
     timestamp: String(record.timestamp),
     offset: record.offset.toString(),
     headers,
-    size: recordSize(record.key, record.value, record.headers),
+    size,
     attributes: 0,
   };
 }
