@@ -919,6 +919,17 @@ export class Consumer<TDb = unknown> {
     contract: TopicContract | undefined,
   ): () => Promise<void> {
     const message = toKafkaMessage(record);
+    // A literal of fixed shape, not a spread (it is on the hot path); a fresh one per attempt, as
+    // before, so a retry never sees what an earlier attempt did to its payload.
+    const payload = (): EachMessagePayload<TDb> => ({
+      topic: shared.topic,
+      partition: shared.partition,
+      message,
+      heartbeat: shared.heartbeat,
+      pause: shared.pause,
+      tx: shared.tx,
+      signal: shared.signal,
+    });
     if (config.eachEvent) {
       return () => {
         let event: DecodedEvent;
@@ -927,30 +938,12 @@ export class Consumer<TDb = unknown> {
         } catch (error) {
           return Promise.reject(new UndecodableRecord(error));
         }
-        return config.eachEvent!({
-          topic: shared.topic,
-          partition: shared.partition,
-          message,
-          heartbeat: shared.heartbeat,
-          pause: shared.pause,
-          tx: shared.tx,
-          signal: shared.signal,
-          event,
-        });
+        const withEvent = payload() as EachMessagePayload<TDb> & { event: DecodedEvent };
+        withEvent.event = event;
+        return config.eachEvent!(withEvent as EachEventPayload<TDb>);
       };
     }
-    // A literal of fixed shape, not a spread (it is on the hot path); a fresh one per attempt, as
-    // before, so a retry never sees what an earlier attempt did to its payload.
-    return () =>
-      config.eachMessage!({
-        topic: shared.topic,
-        partition: shared.partition,
-        message,
-        heartbeat: shared.heartbeat,
-        pause: shared.pause,
-        tx: shared.tx,
-        signal: shared.signal,
-      });
+    return () => config.eachMessage!(payload());
   }
 
   /**
