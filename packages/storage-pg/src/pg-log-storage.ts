@@ -1307,9 +1307,10 @@ function groupsOf(appends: readonly PartitionAppend[]): plans.AppendGroup[] {
 
 function resultsOf(
   appends: readonly PartitionAppend[],
-  rows: ReadonlyArray<{ topic: string; partition: number; base: string }>,
+  rows: ReadonlyArray<{ topic?: string; partition?: number; base: string }>,
 ): PartitionAppendResult[] {
-  const byKey = new Map(rows.map((r) => [`${r.topic}\u0000${r.partition}`, toBigInt(r.base)]));
+  // A row without topic and partition comes from a one-partition statement: it is appends[0]'s.
+  const byKey = new Map(rows.map((r) => [`${r.topic ?? appends[0]!.topic}\u0000${r.partition ?? appends[0]!.partition}`, toBigInt(r.base)]));
   return appends.map((a) => {
     const base = byKey.get(`${a.topic}\u0000${a.partition}`);
     if (base === undefined) {

@@ -75,10 +75,14 @@ export interface AppendGroup {
   readonly rows: readonly AppendRow[];
 }
 
-/** What an append statement returns: one row per partition appended to, with its base offset. */
+/**
+ * What an append statement returns: one row per partition appended to, with its base offset.
+ * `appendOneStatement` (one partition) returns the base alone: fewer columns for the driver to
+ * describe and parse on every single send.
+ */
 export interface AppendResultRow {
-  readonly topic: string;
-  readonly partition: number;
+  readonly topic?: string;
+  readonly partition?: number;
   readonly base: string;
 }
 
@@ -105,8 +109,8 @@ export function cachedText(t: Tables, shape: string, build: () => string): strin
  * inserts the records in one statement. Its text depends only on the number of records, so it is
  * sent as a named prepared statement and never planned again on a connection (planning the append
  * over the partitioned records table cost several times executing it). Returns one row
- * `(topic, partition, base)`, or none when the partition does not exist — and then nothing was
- * written. Wake-ups are not part of it: see `notifyStatement`.
+ * `(base)`, or none when the partition does not exist — and then nothing was written. Wake-ups
+ * are not part of it: see `notifyStatement`.
  */
 export function appendOneStatement(t: Tables, g: AppendGroup): Statement {
   const values: unknown[] = [g.topic, g.partition | 0];
@@ -131,7 +135,7 @@ ins AS (
   INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
   ${source}
 )
-SELECT $1::text AS topic, $2::int AS partition, base::text AS base FROM h`);
+SELECT base::text AS base FROM h`);
   return { text, values };
 }
 
