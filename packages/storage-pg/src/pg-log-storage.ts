@@ -73,10 +73,14 @@ import {
   readStreamStatement,
   saveSnapshotStatement,
   deleteSnapshotsStatement,
+  streamAppendBatchStatement,
   streamAppendOneStatement,
   streamAppendStatement,
   streamTables,
+  type StreamAppendBatchRow,
   type StreamAppendOneRow,
+  type StreamBatchEntry,
+  type StreamCheck,
   type StreamAppendRow,
   type StreamReadRow,
   type StreamTables,
@@ -173,6 +177,24 @@ function isMissingSegment(error: unknown): boolean {
 
 /** Rows per append statement: 4 parameters each stay well under Postgres's 65,535. */
 const MAX_ROWS_PER_STATEMENT = 8_000;
+/** Lean stream appends one storage runs at once; more queue and leave together (`#leanStreamAppend`). */
+const STREAM_APPENDS_IN_FLIGHT = Number(process.env.ANNALS_SIF ?? 2);
+/** At most this many appends in one batch statement. */
+const STREAM_BATCH_MAX = 64;
+
+/** A lean stream append: one stream, its own records (see `streamAppendOneStatement`). */
+interface LeanStreamAppend {
+  readonly entry: StreamBatchEntry;
+  readonly appends: readonly PartitionAppend[];
+  readonly heads: ReadonlyArray<{ topic: string; partition: number }>;
+  readonly stream: StreamExpectation;
+  readonly check: StreamCheck;
+}
+type StreamAppendOneVerdict = ReturnType<typeof interpretStreamAppendOne>;
+interface QueuedStreamAppend extends LeanStreamAppend {
+  readonly resolve: (verdict: StreamAppendOneVerdict) => void;
+  readonly reject: (error: unknown) => void;
+}
 
 // int8 as string (we turn offsets into bigint ourselves); bytea as Buffer (pg's default).
 const toBigInt = (s: string): bigint => BigInt(s);
@@ -899,11 +921,16 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     const groups = groupsOf(appends);
     const single = (options.acks ?? -1) === -1 ? singleStream(appends, prepared, MAX_ROWS_PER_STATEMENT) : null;
     if (single) {
-      // The common case (one stream, its own records): the lean statement, prepared once.
+      // The common case (one stream, its own records): the lean statement, prepared once — or,
+      // while other such appends are in flight, one batch statement with them (group commit).
       const group = groups[0]!;
-      const statement = streamAppendOneStatement(this.#tables, this.#streamTables, { ...single, rows: group.rows });
-      const attempt = await this.#autocommittedStreamAppend<StreamAppendOneRow>(this.#prepared(statement, true), appends, prepared);
-      const verdict = attempt === 'retry' ? 'undecided' : interpretStreamAppendOne(attempt, streams[0]!, single);
+      const verdict = await this.#leanStreamAppend({
+        entry: { topic: single.topic, partition: single.partition, key: single.key, expected: single.expected, rows: group.rows },
+        appends,
+        heads: prepared.heads,
+        stream: streams[0]!,
+        check: single,
+      });
       if (verdict !== 'undecided') {
         const results: PartitionAppendResult[] = [{ topic: group.topic, partition: group.partition, baseOffset: verdict.base, duplicate: false }];
         this.wakeAfterCommit(appends);
@@ -926,6 +953,125 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     const result = await this.#inTransaction((client) => this.appendToStreamsOn(client, appends, streams), { acks: options.acks ?? -1 });
     this.wakeAfterCommit(appends);
     return result;
+  }
+
+  /**
+   * Coalescing of concurrent lean stream appends (group commit). An append that finds fewer than
+   * `STREAM_APPENDS_IN_FLIGHT` lean appends in flight and none queued runs alone, at once; later
+   * ones queue, and the queue leaves as one `streamAppendBatchStatement` — one statement, one
+   * commit — holding the first queued append of each partition (so of each stream: a stream lives
+   * in one partition). The queue is drained on the next turn of the event loop, after the callers
+   * just answered have had their turn, so that a closed loop of commands joins the next batch
+   * instead of running alone beside it. Each append in a batch is decided alone; one that the
+   * batch cannot decide takes the transaction path by itself, and a batch that fails for a reason
+   * other than a lost connection is replayed one append at a time, so an append never fails
+   * because of its neighbours.
+   */
+  readonly #streamQueue: QueuedStreamAppend[] = [];
+  #streamInFlight = 0;
+  #streamDrainScheduled = false;
+
+  #leanStreamAppend(q: LeanStreamAppend): Promise<StreamAppendOneVerdict> {
+    if (this.#streamInFlight < STREAM_APPENDS_IN_FLIGHT && this.#streamQueue.length === 0 && !this.#streamDrainScheduled) {
+      return this.#streamAppendAlone(q);
+    }
+    return new Promise<StreamAppendOneVerdict>((resolve, reject) => {
+      this.#streamQueue.push({ ...q, resolve, reject });
+      this.#scheduleStreamDrain();
+    });
+  }
+
+  /** One lean append in its own statement (counted in flight). */
+  async #streamAppendAlone(q: LeanStreamAppend): Promise<StreamAppendOneVerdict> {
+    this.#streamInFlight++;
+    try {
+      const statement = streamAppendOneStatement(this.#tables, this.#streamTables, q.entry);
+      const attempt = await this.#autocommittedStreamAppend<StreamAppendOneRow>(this.#prepared(statement, true), q.appends, q);
+      return attempt === 'retry' ? 'undecided' : interpretStreamAppendOne(attempt, q.stream, q.check);
+    } finally {
+      this.#streamInFlight--;
+      this.#scheduleStreamDrain();
+    }
+  }
+
+  #scheduleStreamDrain(): void {
+    if (this.#streamDrainScheduled || this.#streamQueue.length === 0) return;
+    this.#streamDrainScheduled = true;
+    setImmediate(() => {
+      this.#streamDrainScheduled = false;
+      this.#drainStreamQueue();
+    });
+  }
+
+  #drainStreamQueue(): void {
+    while (this.#streamQueue.length > 0 && this.#streamInFlight < STREAM_APPENDS_IN_FLIGHT) {
+      const batch: QueuedStreamAppend[] = [];
+      const partitions = new Set<string>();
+      let rows = 0;
+      for (let i = 0; i < this.#streamQueue.length && batch.length < STREAM_BATCH_MAX; ) {
+        const q = this.#streamQueue[i]!;
+        const k = `${q.entry.topic}\u0000${q.entry.partition}`;
+        if (partitions.has(k) || (batch.length > 0 && rows + q.entry.rows.length > MAX_ROWS_PER_STATEMENT)) {
+          i++;
+          continue;
+        }
+        partitions.add(k);
+        rows += q.entry.rows.length;
+        batch.push(q);
+        this.#streamQueue.splice(i, 1);
+      }
+      if (batch.length === 1) {
+        const q = batch[0]!;
+        this.#streamAppendAlone(q).then(q.resolve, q.reject);
+      } else {
+        this.#streamInFlight++;
+        void this.#streamAppendBatch(batch).finally(() => {
+          this.#streamInFlight--;
+          this.#scheduleStreamDrain();
+        });
+      }
+    }
+  }
+
+  /** Runs a batch; settles every append of it (never rejects). */
+  async #streamAppendBatch(batch: readonly QueuedStreamAppend[]): Promise<void> {
+    const statement = streamAppendBatchStatement(
+      this.#tables,
+      this.#streamTables,
+      batch.map((q) => q.entry),
+    );
+    let client: pg.PoolClient | undefined;
+    let broken: unknown;
+    let rows: StreamAppendBatchRow[] | undefined;
+    let failure: unknown;
+    try {
+      client = await this.#client();
+      rows = (await client.query<StreamAppendBatchRow>(this.#prepared(statement, true))).rows;
+    } catch (error) {
+      failure = error;
+      if (client && isConnectionFailure(error)) broken = error;
+    } finally {
+      client?.release(broken instanceof Error ? broken : undefined);
+    }
+    if (rows) {
+      batch.forEach((q, i) => {
+        const row = rows[i];
+        try {
+          q.resolve(row && row.ord === i + 1 ? interpretStreamAppendOne(row, q.stream, q.check) : 'undecided');
+        } catch (error) {
+          q.reject(error);
+        }
+      });
+      return;
+    }
+    if (!client || broken) {
+      // No connection, or it was lost with the commit's outcome unknown: what each append alone would have reported.
+      for (const q of batch) q.reject(client ? this.#appendError(failure, q.appends, true) : failure);
+      return;
+    }
+    // Anything else (a missing segment, a deleted topic, a record the table refuses): each alone,
+    // so each gets its own outcome.
+    await Promise.all(batch.map((q) => this.#streamAppendAlone(q).then(q.resolve, q.reject)));
   }
 
   /**

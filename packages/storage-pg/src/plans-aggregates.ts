@@ -315,6 +315,123 @@ SELECT (SELECT previous FROM ok)::text AS previous, (SELECT base FROM h)::text A
   return { text, values };
 }
 
+/** One append of a `streamAppendBatchStatement`: a stream and its records (all carrying its key). */
+export interface StreamBatchEntry {
+  readonly topic: string;
+  readonly partition: number;
+  readonly key: Uint8Array;
+  /** Null: any version. */
+  readonly expected: number | null;
+  readonly rows: AppendGroup['rows'];
+}
+
+/** What `streamAppendBatchStatement` returns: one row per entry, in entry order (`ord` from 1). */
+export interface StreamAppendBatchRow {
+  readonly ord: number;
+  /** The stream's version before the append; null when this entry wrote nothing. */
+  readonly previous: string | null;
+  /** The base offset written; null when this entry wrote nothing. */
+  readonly base: string | null;
+}
+
+/**
+ * Several independent expected-version appends in one statement and one commit — the group
+ * commit of concurrent `aggregates.append` calls of one process (see `PgLogStorage`'s stream
+ * coalescing). Each entry is decided alone, exactly as `streamAppendOneStatement` decides one: its
+ * counter advances by an UPDATE whose condition PostgreSQL re-checks on the counter's latest
+ * version, or is created when absent; its head and records move only if it passed. An entry that
+ * cannot be decided alone (a version mismatch, records the marks cannot rule out, a topic that may
+ * not hold streams, a moved stream) writes nothing and returns nulls, while the others commit.
+ *
+ * The entries must be on distinct partitions (so on distinct streams): each head then moves by its
+ * one entry's records, at the offset its counter recorded. Heads are locked in (topic, partition)
+ * order, as every append locks them. The text is fixed — entries and records travel as arrays —
+ * so it is prepared once per connection.
+ *
+ * Parameters: topics, partitions, keys, expected versions (null: any) and record counts per
+ * entry; then per record its entry (1-based), index within the entry, timestamp, value, headers.
+ */
+export function streamAppendBatchStatement(t: Tables, st: StreamTables, entries: readonly StreamBatchEntry[]): Statement {
+  const text = cachedText(t, 'stream-batch', () => `WITH input AS MATERIALIZED (
+  SELECT i.topic, i.partition, i.key, i.expected, i.n, i.ord::int AS ord
+  FROM unnest($1::text[], $2::int[], $3::bytea[], $4::bigint[], $5::bigint[]) WITH ORDINALITY AS i(topic, partition, key, expected, n, ord)
+),
+locked AS MATERIALIZED (
+  SELECT p.topic, p.partition, p.next_offset, p.log_start_offset,
+    CASE WHEN p.next_offset > p.stream_end THEN p.next_offset ELSE p.plain_end END AS bound
+  FROM ${t.partitions} p
+  WHERE (p.topic, p.partition) IN (SELECT i.topic, i.partition FROM input i)
+    AND EXISTS (SELECT 1 FROM ${t.topics} tp WHERE tp.name = p.topic AND tp.config->>'cleanup.policy' = 'delete'
+      AND (tp.config->>'retention.ms')::bigint = -1 AND coalesce((tp.config->>'retention.bytes')::bigint, -1) = -1)
+  ORDER BY p.topic, p.partition
+  FOR UPDATE OF p
+),
+known AS MATERIALIZED (
+  SELECT i.ord FROM input i JOIN ${st.streamVersions} c ON c.topic = i.topic AND c.key = i.key
+),
+advanced AS (
+  UPDATE ${st.streamVersions} c SET version = c.version + i.n, last_offset = l.next_offset + i.n - 1
+  FROM input i JOIN locked l ON l.topic = i.topic AND l.partition = i.partition
+  WHERE c.topic = i.topic AND c.key = i.key AND c.partition = i.partition
+    AND (i.expected IS NULL OR c.version = i.expected)
+    AND greatest(l.log_start_offset, c.last_offset + 1) >= l.bound
+  RETURNING i.ord, c.version - i.n AS previous
+),
+created AS (
+  INSERT INTO ${st.streamVersions} (topic, key, partition, version, last_offset)
+  SELECT i.topic, i.key, i.partition, i.n, l.next_offset + i.n - 1
+  FROM input i JOIN locked l ON l.topic = i.topic AND l.partition = i.partition
+  WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.ord = i.ord) AND coalesce(i.expected, 0) = 0 AND l.log_start_offset >= l.bound
+  ON CONFLICT (topic, key) DO NOTHING
+  RETURNING topic, key
+),
+ok AS MATERIALIZED (
+  SELECT a.ord, a.previous FROM advanced a
+  UNION ALL
+  SELECT i.ord, 0::bigint FROM created c JOIN input i ON i.topic = c.topic AND i.key = c.key
+),
+h AS (
+  UPDATE ${t.partitions} p SET next_offset = p.next_offset + i.n, stream_end = p.next_offset + i.n, plain_end = l.bound
+  FROM input i JOIN ok ON ok.ord = i.ord JOIN locked l ON l.topic = i.topic AND l.partition = i.partition
+  WHERE p.topic = i.topic AND p.partition = i.partition
+  RETURNING i.ord, p.next_offset - i.n AS base
+),
+ins AS (
+  INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
+  SELECT i.topic, i.partition, h.base + r.idx, coalesce(r.ts, now()), i.key, r.value, r.headers
+  FROM h JOIN input i ON i.ord = h.ord
+  JOIN unnest($6::int[], $7::bigint[], $8::timestamptz[], $9::bytea[], $10::bytea[]) AS r(ord, idx, ts, value, headers) ON r.ord = h.ord
+)
+SELECT i.ord, ok.previous::text AS previous, h.base::text AS base
+FROM input i LEFT JOIN ok ON ok.ord = i.ord LEFT JOIN h ON h.ord = i.ord
+ORDER BY i.ord`);
+  const topics: string[] = [];
+  const partitions: number[] = [];
+  const keys: Uint8Array[] = [];
+  const expected: Array<string | null> = [];
+  const counts: number[] = [];
+  const recordOrd: number[] = [];
+  const recordIdx: number[] = [];
+  const timestamps: Array<Date | null> = [];
+  const values: Array<Uint8Array | null> = [];
+  const headers: Array<Uint8Array | null> = [];
+  entries.forEach((e, i) => {
+    topics.push(e.topic);
+    partitions.push(e.partition | 0);
+    keys.push(e.key);
+    expected.push(e.expected === null ? null : String(e.expected));
+    counts.push(e.rows.length);
+    e.rows.forEach((r, j) => {
+      recordOrd.push(i + 1);
+      recordIdx.push(j);
+      timestamps.push(r.timestamp);
+      values.push(r.value);
+      headers.push(r.headers);
+    });
+  });
+  return { text, values: [topics, partitions, keys, expected, counts, recordOrd, recordIdx, timestamps, values, headers] };
+}
+
 /** The post-commit wake-up statement (kept here for callers that import it from this module). */
 export { notifyStatement } from './plans.js';
 
