@@ -994,8 +994,9 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     }
   }
 
+  /** Drains the queue on the next turn of the event loop; appends arriving meanwhile queue for it. */
   #scheduleStreamDrain(): void {
-    if (this.#streamDrainScheduled || this.#streamQueue.length === 0) return;
+    if (this.#streamDrainScheduled) return;
     this.#streamDrainScheduled = true;
     setImmediate(() => {
       this.#streamDrainScheduled = false;
