@@ -1083,8 +1083,12 @@ async function sweepAbandonedTempRoots(log: Log): Promise<void> {
           if (lock !== undefined && isAlive(lock.pid)) {
             const described = await describeProcess(lock.pid);
             if (described?.command.includes(dataDir)) await stopForeignPostmaster(lock.pid, dataDir);
+            // Its pid file goes before the postmaster itself has exited; it may still unlink its
+            // socket and lock files, which a removal in progress would race with.
+            const deadline = Date.now() + 5_000;
+            while (isAlive(lock.pid) && Date.now() < deadline) await delay(25);
           }
-          await fs.rm(root, { recursive: true, force: true });
+          await fs.rm(root, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
           log(`removed ${root}, abandoned by dead process ${owner}`);
         } catch (error) {
           log(`could not sweep ${root}: ${String(error)}`);
