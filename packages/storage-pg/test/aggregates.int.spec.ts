@@ -216,6 +216,147 @@ describe('expected-version appends under concurrency', () => {
   });
 });
 
+/** Records the text of every statement any pg client sends until the returned function is called. */
+function recordStatements(): { texts: string[]; stop: () => void } {
+  const original = pg.Client.prototype.query;
+  const texts: string[] = [];
+  pg.Client.prototype.query = function (this: pg.Client, ...args: any[]) {
+    const config = args[0];
+    texts.push(typeof config === 'string' ? config : String(config?.text));
+    return (original as any).apply(this, args);
+  } as typeof original;
+  return { texts, stop: () => void (pg.Client.prototype.query = original) };
+}
+
+/** One key per partition of a topic with `partitions` partitions, for the given prefix. */
+function keysPerPartition(prefix: string, partitions: number): string[] {
+  const keys = new Map<number, string>();
+  for (let i = 0; keys.size < partitions; i++) {
+    const key = `${prefix}${i}`;
+    const p = partitionFor(key, partitions);
+    if (!keys.has(p)) keys.set(p, key);
+  }
+  return [...keys.entries()].sort((a, b) => a[0] - b[0]).map(([, key]) => key);
+}
+
+const isBatch = (text: string) => text.startsWith('WITH input AS MATERIALIZED') && text.includes('unnest($1::text[], $2::int[], $3::bytea[]');
+const isLean = (text: string) => text.startsWith('WITH locked AS MATERIALIZED') && text.includes('stream_versions');
+
+describe('concurrent stream appends of one process (group commit)', () => {
+  it('appends to streams of distinct partitions commit together in batch statements, and each is decided alone', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([{ name: 'g', partitions: 12, config: streamConfig }]);
+    const keys = keysPerPartition('g-', 12);
+    const append = (key: string, value: string, expectedVersion: number | 'any' | 'no-stream') => {
+      const partition = partitionFor(key, 12);
+      return storage.appendToStreams([{ topic: 'g', partition, records: [rec(key, value)] }], [{ topic: 'g', partition, key: Buffer.from(key), expectedVersion }]);
+    };
+    for (const key of keys) await append(key, 'v1', 0);
+    const recorder = recordStatements();
+    let settled: PromiseSettledResult<Awaited<ReturnType<typeof append>>>[];
+    try {
+      // Every fourth append expects a version its stream is not at; one goes to a stream that does
+      // not exist yet ('no-stream'), one takes any version.
+      settled = await Promise.allSettled(
+        keys.map((key, i) => (i % 4 === 3 ? append(key, 'stale', 5) : i === 0 ? append(key, 'v2', 'any') : append(key, 'v2', 1))),
+      );
+      settled.push(await Promise.allSettled([append('fresh-stream', 'f1', 'no-stream')]).then((r) => r[0]!));
+    } finally {
+      recorder.stop();
+    }
+    settled.slice(0, 12).forEach((r, i) => {
+      if (i % 4 === 3) {
+        expect(r.status).toBe('rejected');
+        expect((r as PromiseRejectedResult).reason).toMatchObject({ name: 'WrongExpectedVersionError', expectedVersion: 5, actualVersion: 1 });
+      } else {
+        expect(r.status).toBe('fulfilled');
+        const ok = (r as PromiseFulfilledResult<Awaited<ReturnType<typeof append>>>).value;
+        expect([ok.appends[0]!.baseOffset, ok.streams[0]!.previousVersion, ok.streams[0]!.version]).toEqual([1n, 1, 2]);
+      }
+    });
+    expect(settled[12]!.status).toBe('fulfilled');
+    // The first append went alone; the others queued meanwhile and left together.
+    const batches = recorder.texts.filter(isBatch);
+    expect(batches.length).toBeGreaterThanOrEqual(1);
+    expect(batches.length + recorder.texts.filter(isLean).length).toBeLessThan(12);
+    // Nothing of a loser was written; every winner's record is in its stream, once, offsets dense.
+    for (const [i, key] of keys.entries()) {
+      const slice = await storage.readStream('g', partitionFor(key, 12), Buffer.from(key));
+      expect(slice.records.map((r) => r.value!.toString())).toEqual(i % 4 === 3 ? ['v1'] : ['v1', 'v2']);
+      expect(slice.records.map((r) => r.offset)).toEqual(slice.records.map((_, j) => BigInt(j)));
+      expect(slice.version).toBe(slice.records.length);
+    }
+  });
+
+  it('appends of one partition never share a batch: they follow one another, and all land with dense offsets', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([{ name: 'pp', partitions: 2, config: streamConfig }]);
+    const keys = Array.from({ length: 16 }, (_, i) => `pp-${i}`);
+    const recorder = recordStatements();
+    let results: Array<Awaited<ReturnType<typeof storage.appendToStreams>>>;
+    try {
+      results = await Promise.all(
+        keys.map((key) => {
+          const partition = partitionFor(key, 2);
+          return storage.appendToStreams(
+            [{ topic: 'pp', partition, records: [rec(key, 'a'), rec(key, 'b')] }],
+            [{ topic: 'pp', partition, key: Buffer.from(key), expectedVersion: 'no-stream' }],
+          );
+        }),
+      );
+    } finally {
+      recorder.stop();
+    }
+    expect(recorder.texts.filter(isBatch).length).toBeGreaterThanOrEqual(1);
+    expect(recorder.texts.filter((t) => /^(BEGIN|SAVEPOINT)/.test(t))).toEqual([]);
+    for (const partition of [0, 1]) {
+      const mine = results.filter((r) => r.appends[0]!.partition === partition).map((r) => r.appends[0]!.baseOffset);
+      const count = keys.filter((k) => partitionFor(k, 2) === partition).length;
+      expect(mine.sort((a, b) => Number(a - b))).toEqual(Array.from({ length: count }, (_, i) => BigInt(2 * i)));
+      const { records } = await storage.fetch('pp', partition, 0n, { maxRecords: 100 });
+      expect(records.map((r) => r.offset)).toEqual(Array.from({ length: 2 * count }, (_, i) => BigInt(i)));
+    }
+    expect(results.every((r) => r.streams[0]!.previousVersion === 0 && r.streams[0]!.version === 2)).toBe(true);
+  });
+
+  it('a batch the database refuses as a whole is replayed one append at a time: only the bad append fails', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([{ name: 'bad', partitions: 6, config: streamConfig }]);
+    const schema = storage.schema;
+    const admin = await adminClient();
+    // A rule of the application's own (a trigger) refuses one value: the batch holding it fails.
+    await admin.query(`CREATE FUNCTION "${schema}".refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.value = convert_to('poison', 'UTF8') THEN RAISE EXCEPTION 'poison refused'; END IF; RETURN NEW; END $$`);
+    await admin.query(`CREATE TRIGGER refuse_poison BEFORE INSERT ON "${schema}".records FOR EACH ROW EXECUTE FUNCTION "${schema}".refuse_poison()`);
+    const keys = keysPerPartition('bad-', 6);
+    const recorder = recordStatements();
+    let settled: PromiseSettledResult<unknown>[];
+    try {
+      settled = await Promise.allSettled(
+        keys.map((key, i) => {
+          const partition = partitionFor(key, 6);
+          return storage.appendToStreams(
+            [{ topic: 'bad', partition, records: [rec(key, i === 3 ? 'poison' : 'fine')] }],
+            [{ topic: 'bad', partition, key: Buffer.from(key), expectedVersion: 0 }],
+          );
+        }),
+      );
+    } finally {
+      recorder.stop();
+    }
+    expect(recorder.texts.filter(isBatch).length).toBeGreaterThanOrEqual(1);
+    expect(settled.map((r) => r.status)).toEqual(keys.map((_, i) => (i === 3 ? 'rejected' : 'fulfilled')));
+    expect(String((settled[3] as PromiseRejectedResult).reason?.message)).toMatch(/poison refused/);
+    for (const [i, key] of keys.entries()) {
+      const slice = await storage.readStream('bad', partitionFor(key, 6), Buffer.from(key));
+      expect(slice.records.map((r) => r.value!.toString())).toEqual(i === 3 ? [] : ['fine']);
+    }
+  });
+});
+
 describe('stream appends while their backends are terminated', () => {
   it('every acknowledged expected-version append is in its stream exactly once, and versions stay dense', async () => {
     // Only this storage's sessions are terminated: its pool carries an application name of its own.
