@@ -178,7 +178,7 @@ function isMissingSegment(error: unknown): boolean {
 /** Rows per append statement: 4 parameters each stay well under Postgres's 65,535. */
 const MAX_ROWS_PER_STATEMENT = 8_000;
 /** Lean stream appends one storage runs at once; more queue and leave together (`#leanStreamAppend`). */
-const STREAM_APPENDS_IN_FLIGHT = Number(process.env.ANNALS_SIF ?? 2);
+const STREAM_APPENDS_IN_FLIGHT = 2;
 /** At most this many appends in one batch statement. */
 const STREAM_BATCH_MAX = 64;
 
