@@ -343,6 +343,18 @@ END $fn$`).execute(db);
         await sql`ALTER TABLE ${t('partitions')} DROP COLUMN stream_end, DROP COLUMN plain_end`.execute(db);
       },
     },
+    '0009_watch_leases': {
+      async up(db: AnyDb) {
+        // Until when a watcher (a reader waiting for new records) wants wake-ups for the partition.
+        // Watchers renew it; appends read it from the head row they update (its latest version,
+        // under the lock) and send a wake-up after their commit only while it is live. NULL: never
+        // watched. See docs/architecture.md, "Wake-ups".
+        await sql`ALTER TABLE ${t('partitions')} ADD COLUMN watched_until timestamptz`.execute(db);
+      },
+      async down(db: AnyDb) {
+        await sql`ALTER TABLE ${t('partitions')} DROP COLUMN watched_until`.execute(db);
+      },
+    },
   };
 }
 

@@ -122,6 +122,14 @@ export interface PgLogStorageInput {
    * @default 1
    */
   readonly wakeupIntervalMs?: number;
+  /**
+   * How long a watcher's registration lasts (a reader or consumer waiting for new records of a
+   * topic). Appends send wake-ups only for partitions with a live registration, so producing to a
+   * topic nobody is waiting on costs no NOTIFY; a watching process renews its registration every
+   * quarter of this. A process that dies leaves it to lapse after at most this long.
+   * @default 60000
+   */
+  readonly watchLeaseMs?: number;
 }
 
 interface ResolvedOptions {
@@ -133,6 +141,7 @@ interface ResolvedOptions {
   readonly migrate: boolean;
   readonly connectionTimeoutMs: number;
   readonly wakeupIntervalMs: number;
+  readonly watchLeaseMs: number;
 }
 
 function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
@@ -154,6 +163,10 @@ function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
   if (typeof wakeupIntervalMs !== 'number' || !Number.isFinite(wakeupIntervalMs) || wakeupIntervalMs < 0 || wakeupIntervalMs > 1000) {
     throw new InvalidOptionsError(`wakeupIntervalMs must be a number of milliseconds from 0 to 1000, got ${String(input.wakeupIntervalMs)}.`);
   }
+  const watchLeaseMs = input.watchLeaseMs ?? 60_000;
+  if (!Number.isInteger(watchLeaseMs) || watchLeaseMs < 1_000 || watchLeaseMs > 3_600_000) {
+    throw new InvalidOptionsError(`watchLeaseMs must be an integer number of milliseconds from 1000 to 3600000, got ${String(input.watchLeaseMs)}.`);
+  }
   return Object.freeze({
     connectionString: input.connectionString,
     pool: input.pool,
@@ -163,12 +176,27 @@ function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
     migrate: input.migrate ?? true,
     connectionTimeoutMs,
     wakeupIntervalMs,
+    watchLeaseMs,
   });
 }
 
 const guardedClients = new WeakSet<pg.PoolClient>();
 
 type AppendRow = plans.AppendResultRow;
+
+type PgAppendResult = PartitionAppendResult;
+
+/**
+ * Append results whose partition had no live watch lease as its head moved: no wake-up is sent
+ * for them after the commit. (Kept beside the results, not on them: callers see the port's shape.)
+ */
+const UNWATCHED = new WeakSet<PartitionAppendResult>();
+
+/** Marks `result` unwatched when the statement said so (`w` false or null); unknown (`undefined`) wakes. */
+function withLease<T extends PartitionAppendResult>(result: T, watched: boolean | null | undefined): T {
+  if (watched === false || watched === null) UNWATCHED.add(result);
+  return result;
+}
 
 /** "no partition of relation … found for row": an append reached offsets with no segment yet. */
 function isMissingSegment(error: unknown): boolean {
@@ -300,6 +328,9 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     await this.#waking;
     const listener = this.#listener;
     this.#listener = undefined;
+    if (this.#leaseTimer) clearInterval(this.#leaseTimer);
+    this.#leaseTimer = undefined;
+    this.#leaseHolders.clear();
     await listener?.close();
     const pool = this.#pool;
     this.#pool = undefined;
@@ -510,7 +541,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     const simple = options.producerId === undefined && options.fence === undefined && (options.acks ?? -1) === -1 && rows <= MAX_ROWS_PER_STATEMENT;
     if (!simple) {
       const results = await this.#inTransaction((client) => this.appendOn(client, appends, options), { acks: options.acks ?? -1 });
-      this.wakeAfterCommit(appends);
+      this.wakeAfterCommit(results);
       return results;
     }
     // One autocommitted statement: one round trip. A connection lost meanwhile leaves the outcome unknown.
@@ -529,7 +560,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
         result = await client.query<AppendRow>(query);
       }
       const results = resultsOf(appends, result.rows);
-      this.wakeAfterCommit(appends);
+      this.wakeAfterCommit(results);
       this.#checkSegments(appends, results);
       return results;
     } catch (error) {
@@ -583,6 +614,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
    */
   async #appendChunked(client: pg.PoolClient, appends: readonly PartitionAppend[]): Promise<PartitionAppendResult[]> {
     const bases = new Map<string, bigint>();
+    const watched = new Set<string>();
     let chunk: PartitionAppend[] = [];
     let size = 0;
     const flush = async () => {
@@ -606,6 +638,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       for (const r of written) {
         const k = `${r.topic}\u0000${r.partition}`;
         if (!bases.has(k)) bases.set(k, r.baseOffset);
+        if (!UNWATCHED.has(r)) watched.add(k);
       }
       chunk = [];
       size = 0;
@@ -620,7 +653,10 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       }
     }
     await flush();
-    return appends.map((a) => ({ topic: a.topic, partition: a.partition, baseOffset: bases.get(`${a.topic}\u0000${a.partition}`)!, duplicate: false }));
+    return appends.map((a): PgAppendResult => {
+      const k = `${a.topic}\u0000${a.partition}`;
+      return withLease({ topic: a.topic, partition: a.partition, baseOffset: bases.get(k)!, duplicate: false }, watched.has(k));
+    });
   }
 
   async #appendIdempotent(client: pg.PoolClient, appends: readonly PartitionAppend[], producerId: bigint): Promise<PartitionAppendResult[]> {
@@ -881,8 +917,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
    * writer appending in a tight loop would otherwise send one NOTIFY per append — a transaction
    * of its own, delivered to every listening session — doubling the statements the database runs.
    */
-  wakeAfterCommit(heads: ReadonlyArray<{ topic: string; partition: number; records?: readonly unknown[] }>): void {
-    for (const h of heads) if (h.records === undefined || h.records.length > 0) this.#wakeups.add(`${h.topic}/${h.partition}`);
+  wakeAfterCommit(heads: readonly PartitionAppendResult[]): void {
+    for (const h of heads) if (!UNWATCHED.has(h)) this.#wakeups.add(`${h.topic}/${h.partition}`);
     if (this.#wakeups.size === 0 || !this.#pool) return;
     this.#waking ??= (async () => {
       while (this.#wakeups.size > 0) {
@@ -932,8 +968,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
         check: single,
       });
       if (verdict !== 'undecided') {
-        const results: PartitionAppendResult[] = [{ topic: group.topic, partition: group.partition, baseOffset: verdict.base, duplicate: false }];
-        this.wakeAfterCommit(appends);
+        const results: PgAppendResult[] = [withLease({ topic: group.topic, partition: group.partition, baseOffset: verdict.base, duplicate: false }, verdict.watched)];
+        this.wakeAfterCommit(results);
         this.#checkSegments(appends, results);
         return { appends: results, streams: [verdict.version] };
       }
@@ -945,13 +981,13 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       const versions = row ? interpretStreamAppend(row, streams, prepared) : 'stale';
       if (row && versions !== 'stale') {
         const results = resultsOf(appends, row.heads ?? []);
-        this.wakeAfterCommit(appends);
+        this.wakeAfterCommit(results);
         this.#checkSegments(appends, results);
         return { appends: results, streams: versions };
       }
     }
     const result = await this.#inTransaction((client) => this.appendToStreamsOn(client, appends, streams), { acks: options.acks ?? -1 });
-    this.wakeAfterCommit(appends);
+    this.wakeAfterCommit(result.appends);
     return result;
   }
 
@@ -1227,9 +1263,23 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     const memberId = `${member.clientId}-${randomUUID()}`;
     const applicationName = `annals:${memberId}`.slice(0, 63);
     const { client, close } = await this.#sessionClient(applicationName);
-    const session = new PgGroupSession({ tables: this.#tables, groupId, memberId, client, close, events, topics: member.topics });
+    let release = () => {};
+    const session = new PgGroupSession({
+      tables: this.#tables,
+      groupId,
+      memberId,
+      client,
+      close: (c, broken) => {
+        release();
+        return close(c, broken);
+      },
+      events,
+      topics: member.topics,
+    });
     try {
       await session.start(member, applicationName);
+      // The member's fetches are woken by appends to its topics: hold their watch leases.
+      release = await this.#holdWatchLeases(member.topics, (topic) => events.onAppend(topic, -1));
     } catch (error) {
       await session.leave();
       throw error;
@@ -1421,8 +1471,70 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
         connectionString ? new pg.Client({ connectionString }) : this.pool.connect(),
       );
     }
-    return this.#listener.add(new Set(topics), listener);
+    const unlisten = await this.#listener.add(new Set(topics), listener);
+    const release = await this.#holdWatchLeases(topics, (topic) => listener(topic, -1));
+    return async () => {
+      release();
+      await unlisten();
+    };
   }
+
+  /** What holds watch leases in this process: watchers and group sessions, with how to wake each. */
+  readonly #leaseHolders = new Set<{ readonly topics: ReadonlySet<string>; readonly wake: (topic: string) => void }>();
+  #leaseTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Holds watch leases on the topics' partitions until the returned function is called: appends
+   * send wake-ups only for partitions with a live lease (migration 0009), so producing to a topic
+   * nobody waits on costs no NOTIFY. Registering usually takes one round trip, and then any append
+   * that did not see the lease committed before it (it waited for that append's head lock), so the
+   * caller's next fetch finds its records. A head lock held by an open transaction can make it
+   * wait longer: then it goes on in the background, and once done wakes the holder for topics
+   * whose lease had been missing or lapsed. Renewed every quarter of `watchLeaseMs`, with the same
+   * wake-up should a renewal come late.
+   */
+  async #holdWatchLeases(topics: readonly string[], wake: (topic: string) => void): Promise<() => void> {
+    const holder = { topics: new Set(topics), wake };
+    this.#leaseHolders.add(holder);
+    if (!this.#leaseTimer) {
+      this.#leaseTimer = setInterval(() => {
+        const all = new Set([...this.#leaseHolders].flatMap((h) => [...h.topics]));
+        void this.#renewWatchLeases([...all]).then((lapsed) => this.#wakeLapsed(lapsed));
+      }, Math.floor(this.#options.watchLeaseMs / 4));
+      this.#leaseTimer.unref();
+    }
+    const done = this.#renewWatchLeases([...holder.topics]);
+    const inTime = await Promise.race([done.then(() => true), new Promise<boolean>((resolve) => setTimeout(resolve, 100, false).unref())]);
+    if (!inTime) void done.then((lapsed) => this.#wakeLapsed(lapsed));
+    return () => {
+      this.#leaseHolders.delete(holder);
+      if (this.#leaseHolders.size === 0 && this.#leaseTimer) {
+        clearInterval(this.#leaseTimer);
+        this.#leaseTimer = undefined;
+      }
+    };
+  }
+
+  #wakeLapsed(lapsed: ReadonlySet<string>): void {
+    if (lapsed.size === 0) return;
+    for (const h of this.#leaseHolders) for (const topic of lapsed) if (h.topics.has(topic)) h.wake(topic);
+  }
+
+  /**
+   * Registers or renews watch leases (leases with more than half their length left are not
+   * rewritten); returns the topics with a partition whose lease was missing or had lapsed. Never
+   * rejects: a failure is left to the next renewal, and watchers poll meanwhile (`maxWaitTimeInMs`).
+   */
+  async #renewWatchLeases(topics: readonly string[]): Promise<Set<string>> {
+    if (topics.length === 0 || !this.#pool) return new Set();
+    try {
+      const { rows } = await this.#query<{ topic: string | null }>(plans.renewWatchLeasesStatement(this.#tables, topics, this.#options.watchLeaseMs));
+      return new Set(rows.flatMap((r) => (r.topic === null ? [] : [r.topic])));
+    } catch {
+      return new Set();
+    }
+  }
+
 }
 
 /** Statements {@link PgLogStorage.handlerStatement} may prepare: row-less writes. */
@@ -1454,19 +1566,20 @@ function groupsOf(appends: readonly PartitionAppend[]): plans.AppendGroup[] {
 
 function resultsOf(
   appends: readonly PartitionAppend[],
-  rows: ReadonlyArray<{ topic?: string; partition?: number; base: string }>,
-): PartitionAppendResult[] {
+  rows: ReadonlyArray<{ topic?: string; partition?: number; base: string; w?: boolean | null }>,
+): PgAppendResult[] {
   // A row without topic and partition comes from a one-partition statement: it is appends[0]'s.
-  const byKey = new Map(rows.map((r) => [`${r.topic ?? appends[0]!.topic}\u0000${r.partition ?? appends[0]!.partition}`, toBigInt(r.base)]));
+  const byKey = new Map(rows.map((r) => [`${r.topic ?? appends[0]!.topic}\u0000${r.partition ?? appends[0]!.partition}`, r]));
   return appends.map((a) => {
-    const base = byKey.get(`${a.topic}\u0000${a.partition}`);
-    if (base === undefined) {
+    const row = byKey.get(`${a.topic}\u0000${a.partition}`);
+    if (row === undefined) {
       throw new UnknownTopicOrPartitionError(`Partition ${a.partition} of topic "${a.topic}" does not exist.`, {
         topic: a.topic,
         partition: a.partition,
       });
     }
-    return { topic: a.topic, partition: a.partition, baseOffset: base, duplicate: false };
+    // A statement that does not report the lease (w undefined) wakes, to be safe.
+    return withLease({ topic: a.topic, partition: a.partition, baseOffset: toBigInt(row.base), duplicate: false }, row.w);
   });
 }
 
@@ -1485,7 +1598,7 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
   #ended = false;
   #savepoints = 0;
   /** Partitions this transaction appended to: their watchers are woken after COMMIT (a spurious wake-up after a rolled-back savepoint is harmless). */
-  readonly #appended: PartitionAppend[] = [];
+  readonly #appended: PgAppendResult[] = [];
   /**
    * Savepoints are lazy: `savepoint(fn)` only declares one, and it is sent just before `fn`'s first
    * statement on the transaction (a handler that does not touch the transaction costs nothing), in
@@ -1561,8 +1674,9 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
   async append(appends: readonly PartitionAppend[], options?: AppendOptions): Promise<PartitionAppendResult[]> {
     if (appends.length === 0) return [];
     const client = await this.#use();
-    this.#appended.push(...appends);
-    return this.#storage.appendOn(client, appends, options);
+    const results = await this.#storage.appendOn(client, appends, options);
+    this.#appended.push(...results);
+    return results;
   }
 
   async commitOffsets(groupId: string, commits: readonly OffsetCommit[], fence?: CommitFence): Promise<void> {
@@ -1573,8 +1687,9 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
   async appendToStreams(appends: readonly PartitionAppend[], streams: readonly StreamExpectation[]): Promise<StreamAppendResult> {
     if (appends.length === 0 && streams.length === 0) return { appends: [], streams: [] };
     const client = await this.#use();
-    this.#appended.push(...appends);
-    return this.#storage.appendToStreamsOn(client, appends, streams);
+    const result = await this.#storage.appendToStreamsOn(client, appends, streams);
+    this.#appended.push(...result.appends);
+    return result;
   }
 
   async readStream(topic: string, partition: number, key: Uint8Array, options?: StreamReadOptions): Promise<StreamSlice> {

@@ -138,11 +138,12 @@ export function interpretStreamAppendOne(
   row: StreamAppendOneRow | undefined,
   stream: StreamExpectation,
   check: StreamCheck,
-): 'undecided' | { version: StreamVersionChange; base: bigint } {
+): 'undecided' | { version: StreamVersionChange; base: bigint; watched: boolean } {
   if (!row || row.base === null || row.previous === null) return 'undecided';
   const previous = Number(row.previous);
   return {
     base: BigInt(row.base),
+    watched: row.w === true,
     version: { topic: stream.topic, partition: stream.partition, key: stream.key, previousVersion: previous, version: previous + check.n },
   };
 }

@@ -84,6 +84,12 @@ export interface AppendResultRow {
   readonly topic?: string;
   readonly partition?: number;
   readonly base: string;
+  /**
+   * Whether a watcher's lease on the partition was live when the head moved (`watched_until`,
+   * read from the head row's latest version under its lock): only then is a wake-up sent after
+   * the commit. Null when the partition was never watched.
+   */
+  readonly w: boolean | null;
 }
 
 /** Appends to one partition of at most this many records go as a prepared statement (`appendOneStatement`). */
@@ -129,13 +135,13 @@ export function appendOneStatement(t: Tables, g: AppendGroup): Statement {
   FROM h CROSS JOIN (VALUES ${rows.join(', ')}) AS r(i, ts, key, value, headers)`;
   const text = cachedText(t, `one:${n}`, () => `WITH h AS (
   UPDATE ${t.partitions} SET next_offset = next_offset + ${n} WHERE topic = $1::text AND partition = $2::int
-  RETURNING next_offset - ${n} AS base
+  RETURNING next_offset - ${n} AS base, watched_until > now() AS w
 ),
 ins AS (
   INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
   ${source}
 )
-SELECT base::text AS base FROM h`);
+SELECT base::text AS base, w FROM h`);
   return { text, values };
 }
 
@@ -187,7 +193,7 @@ export function appendStatement(t: Tables, groups: readonly AppendGroup[]): Stat
 heads AS (
   UPDATE ${t.partitions} p SET next_offset = p.next_offset + i.n
   FROM input i WHERE p.topic = i.topic AND p.partition = i.partition
-  RETURNING p.topic, p.partition, p.next_offset - i.n AS base
+  RETURNING p.topic, p.partition, p.next_offset - i.n AS base, p.watched_until > now() AS w
 ),
 ins AS (
   INSERT INTO ${t.records} (topic, partition, "offset", "timestamp", key, value, headers)
@@ -196,7 +202,7 @@ ins AS (
   JOIN input i ON i.g = r.g
   LEFT JOIN heads h ON h.topic = i.topic AND h.partition = i.partition
 )
-SELECT topic, partition, base::text AS base FROM heads`);
+SELECT topic, partition, base::text AS base, w FROM heads`);
   // All-NULL columns (no explicit timestamps, no headers: the common case) go as NULL arrays, which unnest pads.
   return {
     text,
@@ -215,6 +221,25 @@ SELECT topic, partition, base::text AS base FROM heads`);
  */
 export function notifyStatement(t: Tables, partitions: readonly string[]): Statement {
   return { text: `SELECT count(pg_notify($1, p)) AS n FROM unnest($2::text[]) p`, values: [t.channel, partitions] };
+}
+
+/**
+ * Extends the watch lease of every partition of `topics` that has less than half of `leaseMs`
+ * left, to `leaseMs` from now. Locks the head rows in (topic, partition) order, as appends do.
+ * Returns the topic of each partition whose lease was missing or had lapsed.
+ */
+export function renewWatchLeasesStatement(t: Tables, topics: readonly string[], leaseMs: number): Statement {
+  return {
+    text: `WITH due AS (
+  SELECT topic, partition, watched_until AS before FROM ${t.partitions}
+  WHERE topic = ANY($1::text[]) AND (watched_until IS NULL OR watched_until < now() + $2::bigint / 2 * interval '1 millisecond')
+  ORDER BY topic, partition FOR UPDATE
+)
+UPDATE ${t.partitions} p SET watched_until = now() + $2::bigint * interval '1 millisecond'
+FROM due d WHERE p.topic = d.topic AND p.partition = d.partition
+RETURNING CASE WHEN d.before IS NULL OR d.before <= now() THEN p.topic END AS topic`,
+    values: [topics, leaseMs],
+  };
 }
 
 /** Locks the head rows of the given partitions in (topic, partition) order; returns the ones that exist. */
@@ -343,7 +368,10 @@ export function addPartitionsStatements(t: Tables, name: string, from: number, t
   return [
     { text: `UPDATE ${t.topics} SET partitions = $2 WHERE name = $1`, values: [name, to] },
     {
-      text: `INSERT INTO ${t.partitions} (topic, partition) SELECT $1, g FROM generate_series($2::int, $3::int - 1) g`,
+      // New partitions inherit the topic's live watch lease, so that their first appends wake the
+      // watchers too (the watchers' next renewal covers them in any case).
+      text: `INSERT INTO ${t.partitions} (topic, partition, watched_until)
+SELECT $1, g, (SELECT max(watched_until) FROM ${t.partitions} WHERE topic = $1) FROM generate_series($2::int, $3::int - 1) g`,
       values: [name, from, to],
     },
   ];

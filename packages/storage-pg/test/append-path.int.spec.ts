@@ -45,8 +45,10 @@ async function capture<T>(fn: () => Promise<T>): Promise<{ result: T; seen: Arra
 }
 
 /** A raw LISTEN session on the storage's channel that notes, for every notification, the partition's log end seen right then from another session. */
-async function listenWithWatermarks(storage: PgLogStorage) {
+async function listenWithWatermarks(storage: PgLogStorage, topics: readonly string[]) {
   const channel = tables(storage.schema).channel;
+  // A watcher's lease makes appends to these topics send wake-ups (nobody watching: none).
+  const unwatch = await storage.watch(topics, () => {});
   const listener = new pg.Client({ connectionString: database.connectionString });
   await listener.connect();
   const reader = await adminClient();
@@ -70,7 +72,10 @@ async function listenWithWatermarks(storage: PgLogStorage) {
       await sleep(150);
       await pending;
     },
-    close: () => listener.end(),
+    close: async () => {
+      await unwatch();
+      await listener.end();
+    },
   };
 }
 
@@ -79,7 +84,7 @@ describe('wake-ups after the commit', () => {
     const storage = freshStorage();
     await storage.connect();
     await storage.createTopics([{ name: 'w', partitions: 2, config: DEFAULT_TOPIC_CONFIG }]);
-    const listening = await listenWithWatermarks(storage);
+    const listening = await listenWithWatermarks(storage, ['w']);
     const woken: string[] = [];
     const unwatch = await storage.watch(['w'], (topic, partition) => woken.push(`${topic}/${partition}`));
     const { seen } = await capture(async () => {
@@ -116,7 +121,7 @@ describe('wake-ups after the commit', () => {
     const storage = freshStorage();
     await storage.connect();
     await storage.createTopics([{ name: 'tx', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
-    const listening = await listenWithWatermarks(storage);
+    const listening = await listenWithWatermarks(storage, ['tx']);
     const tx = storage.deferredTransaction();
     await tx.append([{ topic: 'tx', partition: 0, records: [rec('held')] }]);
     await sleep(300);
@@ -152,7 +157,7 @@ describe('wake-ups after the commit', () => {
     const storage = freshStorage();
     await storage.connect();
     await storage.createTopics([{ name: 'c', partitions: 4, config: DEFAULT_TOPIC_CONFIG }]);
-    const listening = await listenWithWatermarks(storage);
+    const listening = await listenWithWatermarks(storage, ['c']);
     const { seen } = await capture(() =>
       Promise.all(Array.from({ length: 200 }, (_, i) => storage.append([{ topic: 'c', partition: i % 4, records: [rec(`v${i}`)] }]))),
     );
@@ -171,7 +176,7 @@ describe('wake-up spacing (wakeupIntervalMs)', () => {
     const storage = freshStorage({ wakeupIntervalMs: 25 });
     await storage.connect();
     await storage.createTopics([{ name: 'w', partitions: 2, config: DEFAULT_TOPIC_CONFIG }]);
-    const listening = await listenWithWatermarks(storage);
+    const listening = await listenWithWatermarks(storage, ['w']);
     const started = performance.now();
     const { seen } = await capture(async () => {
       for (let i = 0; i < 60; i++) await storage.append([{ topic: 'w', partition: i % 2, records: [rec(`v${i}`)] }]);

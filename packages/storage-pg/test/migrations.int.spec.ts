@@ -146,10 +146,11 @@ describe('migrations', () => {
         .query(`INSERT INTO "${schema}".schema_registry (event_type, version, fingerprint, schema) VALUES ('e', 1, 'md5:x', '{}')`)
         .catch((e: { code?: string }) => e.code);
       expect(bad).toBe('23514'); // check_violation
+      await migrateDown(db, schema); // 0009
       await migrateDown(db, schema); // 0008
       await migrateDown(db, schema);
       expect(await tablesOf(client, schema)).not.toContain('schema_registry');
-      expect((await migrateToLatest(db, schema)).applied).toEqual(['0007_schema_registry', '0008_stream_marks']);
+      expect((await migrateToLatest(db, schema)).applied).toEqual(['0007_schema_registry', '0008_stream_marks', '0009_watch_leases']);
     });
   });
 
@@ -161,7 +162,7 @@ describe('migrations', () => {
       await client.query(`INSERT INTO "${schema}".topics (name, partitions, config) VALUES ('t', 1, '{}')`);
       await client.query(`INSERT INTO "${schema}".partitions (topic, partition, next_offset) VALUES ('t', 0, 42)`);
       expect(await columns()).not.toContain('stream_end');
-      expect((await migrateToLatest(db, schema)).applied).toEqual(['0008_stream_marks']);
+      expect((await migrateToLatest(db, schema, '0008_stream_marks')).applied).toEqual(['0008_stream_marks']);
       expect(await columns()).toEqual(expect.arrayContaining(['stream_end', 'plain_end']));
       const { rows } = await client.query(`SELECT next_offset, stream_end, plain_end FROM "${schema}".partitions WHERE topic = 't'`);
       // A head with records and marks (0, 0): every record lies at or above stream_end, so the next
@@ -171,6 +172,22 @@ describe('migrations', () => {
       await migrateDown(db, schema);
       expect(await columns()).not.toContain('stream_end');
       expect(await tail()).toBeNull();
+    });
+  });
+
+  it('0009_watch_leases adds the watch lease (NULL: never watched) and rolls back', async () => {
+    await withMigrationDb(async ({ schema, db, client }) => {
+      const columns = () => columnsOf(client, schema, 'partitions');
+      await migrateToLatest(db, schema, '0008_stream_marks');
+      await client.query(`INSERT INTO "${schema}".topics (name, partitions, config) VALUES ('t', 1, '{}')`);
+      await client.query(`INSERT INTO "${schema}".partitions (topic, partition, next_offset) VALUES ('t', 0, 7)`);
+      expect(await columns()).not.toContain('watched_until');
+      expect((await migrateToLatest(db, schema)).applied).toEqual(['0009_watch_leases']);
+      const { rows } = await client.query(`SELECT next_offset, watched_until FROM "${schema}".partitions WHERE topic = 't'`);
+      expect(rows[0]).toEqual({ next_offset: '7', watched_until: null });
+      await migrateDown(db, schema);
+      expect(await columns()).not.toContain('watched_until');
+      expect((await client.query(`SELECT next_offset FROM "${schema}".partitions`)).rows).toEqual([{ next_offset: '7' }]);
     });
   });
 
