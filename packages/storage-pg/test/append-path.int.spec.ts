@@ -171,6 +171,116 @@ describe('wake-ups after the commit', () => {
   });
 });
 
+describe('wake-ups only where a watcher waits (watch leases)', () => {
+  const isNotify = (q: { text: string }) => q.text.startsWith('SELECT count(pg_notify');
+  const stream = (key: string, expectedVersion: number) => [{ topic: 'es', partition: 0, key: Buffer.from(key), expectedVersion }];
+
+  it('with no watcher, appends send no wake-up; a watcher in another process gets them from its first append on', async () => {
+    const producer = freshStorage();
+    await producer.connect();
+    await producer.createTopics([
+      { name: 'lw', partitions: 2, config: DEFAULT_TOPIC_CONFIG },
+      { name: 'es', partitions: 1, config: { ...DEFAULT_TOPIC_CONFIG, 'retention.ms': -1 } as TopicConfig },
+    ]);
+    // Plain sends, a batch, a transaction and stream appends, while nobody watches: no NOTIFY at all.
+    const quiet = await capture(async () => {
+      await producer.append([{ topic: 'lw', partition: 0, records: [rec('a')] }]);
+      await producer.append([{ topic: 'lw', partition: 0, records: [rec('b')] }, { topic: 'lw', partition: 1, records: [rec('c'), rec('d')] }]);
+      const tx = producer.deferredTransaction();
+      await tx.append([{ topic: 'lw', partition: 1, records: [rec('e')] }]);
+      await tx.commit();
+      await producer.appendToStreams([{ topic: 'es', partition: 0, records: [rec('s1', 's')] }], stream('s', 0));
+      await Promise.all([1, 2, 3].map((i) => producer.appendToStreams([{ topic: 'es', partition: 0, records: [rec('x', `k${i}`)] }], stream(`k${i}`, 0))));
+      await sleep(100);
+    });
+    expect(quiet.seen.filter(isNotify)).toEqual([]);
+
+    // Another process (its own storage, same schema) starts watching: the producer's very next
+    // appends wake it, promptly.
+    const watcher = new PgLogStorage({ connectionString: database.connectionString, schema: producer.schema, migrate: false });
+    await watcher.connect();
+    try {
+      const woken: string[] = [];
+      const unwatch = await watcher.watch(['lw', 'es'], (topic, partition) => woken.push(`${topic}/${partition}`));
+      const loud = await capture(async () => {
+        await producer.append([{ topic: 'lw', partition: 1, records: [rec('f')] }]);
+        await producer.appendToStreams([{ topic: 'es', partition: 0, records: [rec('s2', 's')] }], stream('s', 1));
+        const deadline = Date.now() + 2_000;
+        while (!(woken.includes('lw/1') && woken.includes('es/0')) && Date.now() < deadline) await sleep(5);
+      });
+      expect(loud.seen.filter(isNotify).length).toBeGreaterThan(0);
+      expect(woken).toEqual(expect.arrayContaining(['lw/1', 'es/0']));
+      // Watching one topic does not make appends to the others notify.
+      woken.length = 0;
+      await unwatch();
+      const other = await watcher.watch(['es'], (topic, partition) => woken.push(`${topic}/${partition}`));
+      await other();
+    } finally {
+      await watcher.disconnect();
+    }
+  });
+
+  it('a watcher that registers while an open transaction holds the head lock is woken when it commits, not at its next poll', async () => {
+    const storage = freshStorage();
+    await storage.connect();
+    await storage.createTopics([{ name: 'held', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    // The append moves the head (reading no lease: nobody watches yet) and stays uncommitted.
+    const tx = storage.deferredTransaction();
+    await tx.append([{ topic: 'held', partition: 0, records: [rec('late')] }]);
+    const watcher = freshStorage({ schema: storage.schema, migrate: false });
+    await watcher.connect();
+    const woken: Array<{ at: number; partition: number }> = [];
+    const t0 = Date.now();
+    const unwatch = await watcher.watch(['held'], (_topic, partition) => woken.push({ at: Date.now(), partition }));
+    // watch() does not wait for the lock for long: registration goes on in the background.
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    // The watcher's first fetch (now) cannot see the record: it is not committed.
+    expect((await watcher.fetch('held', 0, 0n, { maxRecords: 10, maxBytes: 1 << 20 })).records).toEqual([]);
+    await sleep(300);
+    expect(woken).toEqual([]);
+    const committedAt = Date.now();
+    await tx.commit();
+    const deadline = Date.now() + 3_000;
+    while (woken.length === 0 && Date.now() < deadline) await sleep(5);
+    expect(woken.length).toBeGreaterThan(0);
+    expect(woken[0]!.at - committedAt).toBeLessThan(1_000);
+    expect((await watcher.fetch('held', 0, 0n, { maxRecords: 10, maxBytes: 1 << 20 })).records.map((r) => r.value!.toString())).toEqual(['late']);
+    await unwatch();
+  });
+
+  it('leases are renewed while watching, lapse after the watcher stops, and new partitions inherit them', async () => {
+    const storage = freshStorage({ watchLeaseMs: 1_000 });
+    await storage.connect();
+    await storage.createTopics([{ name: 'lease', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    const admin = await adminClient();
+    const leases = async () =>
+      (await admin.query<{ live: boolean | null }>(`SELECT watched_until > now() AS live FROM "${storage.schema}".partitions WHERE topic = 'lease' ORDER BY partition`)).rows.map(
+        (r) => r.live === true,
+      );
+    expect(await leases()).toEqual([false]);
+    const unwatch = await storage.watch(['lease'], () => {});
+    expect(await leases()).toEqual([true]);
+    await storage.createPartitions('lease', 2);
+    expect(await leases()).toEqual([true, true]);
+    // Three lease lengths later, still live: renewed every quarter of it.
+    await sleep(3_000);
+    expect(await leases()).toEqual([true, true]);
+    const watched = await capture(() => storage.append([{ topic: 'lease', partition: 1, records: [rec('w')] }]).then(() => sleep(50)));
+    expect(watched.seen.filter(isNotify).length).toBe(1);
+    await unwatch();
+    await sleep(1_300);
+    expect(await leases()).toEqual([false, false]);
+    const unwatched = await capture(() => storage.append([{ topic: 'lease', partition: 1, records: [rec('u')] }]).then(() => sleep(50)));
+    expect(unwatched.seen.filter(isNotify)).toEqual([]);
+  }, 20_000);
+
+  it('watchLeaseMs is checked', () => {
+    for (const bad of [0, 999, 1.5, 3_600_001, Number.NaN]) {
+      expect(() => new PgLogStorage({ connectionString: database.connectionString, watchLeaseMs: bad })).toThrow(/watchLeaseMs must be an integer/);
+    }
+  });
+});
+
 describe('wake-up spacing (wakeupIntervalMs)', () => {
   it('a writer in a tight loop sends at most one wake-up per interval, and the last one follows its last commit', async () => {
     const storage = freshStorage({ wakeupIntervalMs: 25 });
