@@ -1057,6 +1057,10 @@ async function stopForeignPostmaster(pid: number, dataDir: string): Promise<void
     while (!gone() && Date.now() < deadline) await delay(25);
     if (gone()) break;
   }
+  // The postmaster unlinks its pid file on its way out, a moment before it has exited (seen on a
+  // loaded machine): give it that moment before judging.
+  const exitDeadline = Date.now() + 5_000;
+  while (isAlive(pid) && Date.now() < exitDeadline) await delay(25);
   if (!isAlive(pid)) await fs.rm(path.join(dataDir, 'postmaster.pid'), { force: true });
   else throw new EmbeddedServerError(`Could not stop the orphaned postgres (PID ${pid}) on ${dataDir}.`);
 }
