@@ -315,7 +315,7 @@ describe('concurrent stream appends of one process (group commit)', () => {
       const mine = results.filter((r) => r.appends[0]!.partition === partition).map((r) => r.appends[0]!.baseOffset);
       const count = keys.filter((k) => partitionFor(k, 2) === partition).length;
       expect(mine.sort((a, b) => Number(a - b))).toEqual(Array.from({ length: count }, (_, i) => BigInt(2 * i)));
-      const { records } = await storage.fetch('pp', partition, 0n, { maxRecords: 100 });
+      const { records } = await storage.fetch('pp', partition, 0n, { maxRecords: 100, maxBytes: 1 << 20 });
       expect(records.map((r) => r.offset)).toEqual(Array.from({ length: 2 * count }, (_, i) => BigInt(i)));
     }
     expect(results.every((r) => r.streams[0]!.previousVersion === 0 && r.streams[0]!.version === 2)).toBe(true);
