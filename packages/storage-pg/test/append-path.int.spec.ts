@@ -274,6 +274,24 @@ describe('wake-ups only where a watcher waits (watch leases)', () => {
     expect(unwatched.seen.filter(isNotify)).toEqual([]);
   }, 20_000);
 
+  it('a topic created after its watcher started is leased at the next renewal, which wakes the watcher', async () => {
+    const storage = freshStorage({ watchLeaseMs: 1_000 });
+    await storage.connect();
+    const woken: string[] = [];
+    const unwatch = await storage.watch(['later'], (topic, partition) => woken.push(`${topic}/${partition}`));
+    await storage.createTopics([{ name: 'later', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    await storage.append([{ topic: 'later', partition: 0, records: [rec('first')] }]);
+    const deadline = Date.now() + 2_000;
+    while (woken.length === 0 && Date.now() < deadline) await sleep(10);
+    // Woken by the renewal (a quarter of the lease later), not left to a poll.
+    expect(woken).toContain('later/-1');
+    await storage.append([{ topic: 'later', partition: 0, records: [rec('second')] }]);
+    const until = Date.now() + 1_000;
+    while (!woken.includes('later/0') && Date.now() < until) await sleep(5);
+    expect(woken).toContain('later/0');
+    await unwatch();
+  });
+
   it('watchLeaseMs is checked', () => {
     for (const bad of [0, 999, 1.5, 3_600_001, Number.NaN]) {
       expect(() => new PgLogStorage({ connectionString: database.connectionString, watchLeaseMs: bad })).toThrow(/watchLeaseMs must be an integer/);
