@@ -149,13 +149,8 @@ describe('expected-version appends under concurrency', () => {
     await storage.createTopics([{ name: 'busy', partitions: 1, config: streamConfig }]);
     const stream = (key: string, expectedVersion: number) => [{ topic: 'busy', partition: 0, key: Buffer.from(key), expectedVersion }];
     await storage.appendToStreams([{ topic: 'busy', partition: 0, records: [rec('b', 'b0')] }], stream('b', 0));
-    const original = pg.Client.prototype.query;
-    const seen: string[] = [];
-    pg.Client.prototype.query = function (this: pg.Client, ...args: any[]) {
-      const config = args[0];
-      seen.push(typeof config === 'string' ? config : String(config?.text));
-      return (original as any).apply(this, args);
-    } as typeof original;
+    const recorder = recordStatements();
+    const seen = recorder.texts;
     try {
       // Another stream's append holds the head lock in a transaction while b's append waits.
       const holder = storage.deferredTransaction();
@@ -175,7 +170,7 @@ describe('expected-version appends under concurrency', () => {
       expect(all.map((x) => x.appends[0]!.baseOffset).sort((x, y) => Number(x - y))).toEqual(Array.from({ length: 12 }, (_, i) => BigInt(3 + i)));
       expect(seen.slice(from).filter((q) => /^(BEGIN|SAVEPOINT)/.test(q))).toEqual([]);
     } finally {
-      pg.Client.prototype.query = original;
+      recorder.stop();
     }
   });
 
