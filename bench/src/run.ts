@@ -279,6 +279,9 @@ async function scenarioB(ctx: Context, s: BenchSettings, annalsFirst: boolean, r
 }
 
 // (b) 8 processes
+/** How long the worker processes of (b) 8 processes send on each side, three times, before the rounds. */
+const WORKER_WARMUP_MS = 2_000;
+
 function startWorkers(ctx: Omit<Context, 'workers'>, s: BenchSettings): Promise<ChildProcess[]> {
   const script = fileURLToPath(new URL('./worker.js', import.meta.url));
   const workers = Array.from({ length: s.senders }, () => fork(script, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
@@ -683,7 +686,7 @@ function report(s: BenchSettings, server: Server, facts: ServerFacts, startedAt:
   lines.push(
     [
       `- (a) ${s.batchCalls} × \`producer.send\` of ${s.batchSize} keyed messages (one 6-partition statement each) vs ${s.batchCalls} multi-row INSERTs of ${s.batchSize} rows (topic as one parameter, partition/offset literals, key and value parameters, \`now()\`), autocommit, one connection.`,
-      `- (b) closed loops for ${s.singleMs} ms per side: each sender awaits its send before the next. "8 senders" share one producer (its sends coalesce into one append per round trip) vs 8 pg clients in the same process; "8 processes" are 8 forked workers (bench/dist/worker.js), each with its own Annals client and its own raw connection, started together.`,
+      `- (b) closed loops for ${s.singleMs} ms per side: each sender awaits its send before the next. "8 senders" share one producer (its sends coalesce into one append per round trip) vs 8 pg clients in the same process; "8 processes" are 8 forked workers (bench/dist/worker.js), each with its own Annals client and its own raw connection, started together and warmed up before the first round (3 × ${s.quick ? 500 : WORKER_WARMUP_MS} ms of sends on each side, alternately).`,
       `- (c) ${s.backlog.toLocaleString('en-US')} records over ${s.partitions} partitions loaded once on each side, then VACUUM ANALYZE; each round reads all of them partition by partition with ${s.fetchSize}-record fetches (annals.fetch), and again with a reader (annals.reader(), eachBatch); raw: \`SELECT "offset", "timestamp", key, value, headers … WHERE topic=$1 AND partition=$2 AND "offset" >= $3 ORDER BY "offset" LIMIT ${s.fetchSize}\` on one connection.`,
       `- Two Annals LISTEN sessions (one per Annals client, opened by the first readers) stay connected for the whole run, as a deployment with running consumers would have: every Annals append's wake-up (a NOTIFY sent after its commit) reaches them. The raw inserts notify nobody.`,
       `- (d) ${s.latencyRate} single sends per second for ${s.latencyMs} ms (not awaited, so concurrent sends coalesce) while a reader of a second Annals client reads all ${s.partitions} partitions with eachMessage and LISTEN/NOTIFY wake-ups; latency = receive time − time just before \`send\`. Raw: \`SELECT pg_notify(…)\` at the same rate for ${s.notifyMs} ms on one connection, received on another.`,
@@ -790,6 +793,16 @@ async function main(): Promise<void> {
     });
     const ctx: Context = { ...base, workers };
     log(`${workers.length} worker processes ready`);
+    // Warm the worker processes up before any round: 8 processes sharing 2 cores JIT-compile the
+    // send path slowly, and the round's own 300 ms warm-up left them cold (measured: Node CPU per
+    // Annals send ~350 µs in the first 3 s of sending, ~180 µs after 6–9 s; raw ~120 → ~85 µs).
+    // Both sides get the same, alternately.
+    const warmMs = s.quick ? 500 : WORKER_WARMUP_MS;
+    for (let i = 0; i < 3; i++) {
+      await runWorkers(workers, 'annals', warmMs, Number.MAX_SAFE_INTEGER);
+      await runWorkers(workers, 'raw', warmMs, Number.MAX_SAFE_INTEGER);
+    }
+    log(`worker processes warmed up (${3 * warmMs} ms of sends on each side)`);
 
     await loadBacklog(ctx, s);
     await round(ctx, s, 0, true);
