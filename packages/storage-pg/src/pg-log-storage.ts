@@ -184,8 +184,6 @@ const guardedClients = new WeakSet<pg.PoolClient>();
 
 type AppendRow = plans.AppendResultRow;
 
-type PgAppendResult = PartitionAppendResult;
-
 /**
  * Append results whose partition had no live watch lease as its head moved: no wake-up is sent
  * for them after the commit. (Kept beside the results, not on them: callers see the port's shape.)
@@ -653,7 +651,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       }
     }
     await flush();
-    return appends.map((a): PgAppendResult => {
+    return appends.map((a): PartitionAppendResult => {
       const k = `${a.topic}\u0000${a.partition}`;
       return withLease({ topic: a.topic, partition: a.partition, baseOffset: bases.get(k)!, duplicate: false }, watched.has(k));
     });
@@ -968,7 +966,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
         check: single,
       });
       if (verdict !== 'undecided') {
-        const results: PgAppendResult[] = [withLease({ topic: group.topic, partition: group.partition, baseOffset: verdict.base, duplicate: false }, verdict.watched)];
+        const results: PartitionAppendResult[] = [withLease({ topic: group.topic, partition: group.partition, baseOffset: verdict.base, duplicate: false }, verdict.watched)];
         this.wakeAfterCommit(results);
         this.#checkSegments(appends, results);
         return { appends: results, streams: [verdict.version] };
@@ -1077,22 +1075,10 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       this.#streamTables,
       batch.map((q) => q.entry),
     );
-    let client: pg.PoolClient | undefined;
-    let broken: unknown;
-    let rows: StreamAppendBatchRow[] | undefined;
-    let failure: unknown;
-    try {
-      client = await this.#client();
-      rows = (await client.query<StreamAppendBatchRow>(this.#prepared(statement, true))).rows;
-    } catch (error) {
-      failure = error;
-      if (client && isConnectionFailure(error)) broken = error;
-    } finally {
-      client?.release(broken instanceof Error ? broken : undefined);
-    }
-    if (rows) {
+    const run = await this.#runAutocommitted<StreamAppendBatchRow>(this.#prepared(statement, true));
+    if ('rows' in run) {
       batch.forEach((q, i) => {
-        const row = rows[i];
+        const row = run.rows[i];
         try {
           q.resolve(row && row.ord === i + 1 ? interpretStreamAppendOne(row, q.stream, q.check) : 'undecided');
         } catch (error) {
@@ -1101,9 +1087,9 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       });
       return;
     }
-    if (!client || broken) {
+    if (!run.connected || run.broken) {
       // No connection, or it was lost with the commit's outcome unknown: what each append alone would have reported.
-      for (const q of batch) q.reject(client ? this.#appendError(failure, q.appends, true) : failure);
+      for (const q of batch) q.reject(run.connected ? this.#appendError(run.error, q.appends, true) : run.error);
       return;
     }
     // Anything else (a missing segment, a deleted topic, a record the table refuses): each alone,
@@ -1121,20 +1107,33 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     appends: readonly PartitionAppend[],
     prepared: { readonly heads: ReadonlyArray<{ topic: string; partition: number }> },
   ): Promise<R | undefined | 'retry'> {
+    const run = await this.#runAutocommitted<R>(query);
+    if ('rows' in run) return run.rows[0];
+    if (!run.connected) throw run.error;
+    if (!isMissingSegment(run.error)) throw this.#appendError(run.error, appends, true);
+    await this.#ensureAhead(prepared.heads);
+    return 'retry';
+  }
+
+  /**
+   * Runs one autocommitted statement on a pooled client and says how it ended: its rows, or its
+   * error with whether a connection was had at all and whether it broke (then the outcome of the
+   * commit is unknown, and the client is discarded).
+   */
+  async #runAutocommitted<R extends pg.QueryResultRow>(
+    query: pg.QueryConfig,
+  ): Promise<{ rows: R[] } | { error: unknown; connected: boolean; broken: boolean }> {
     let client: pg.PoolClient | undefined;
     let broken: unknown;
     try {
       client = await this.#client();
-      return (await client.query<R>(query)).rows[0];
+      return { rows: (await client.query<R>(query)).rows };
     } catch (error) {
-      if (!client) throw error;
-      if (isConnectionFailure(error)) broken = error;
-      if (!isMissingSegment(error)) throw this.#appendError(error, appends, true);
+      if (client && isConnectionFailure(error)) broken = error;
+      return { error, connected: client !== undefined, broken: broken !== undefined };
     } finally {
       client?.release(broken instanceof Error ? broken : undefined);
     }
-    await this.#ensureAhead(prepared.heads);
-    return 'retry';
   }
 
   /** @internal Expected-version appends on a client inside a transaction. */
@@ -1567,7 +1566,7 @@ function groupsOf(appends: readonly PartitionAppend[]): plans.AppendGroup[] {
 function resultsOf(
   appends: readonly PartitionAppend[],
   rows: ReadonlyArray<{ topic?: string; partition?: number; base: string; w?: boolean | null }>,
-): PgAppendResult[] {
+): PartitionAppendResult[] {
   // A row without topic and partition comes from a one-partition statement: it is appends[0]'s.
   const byKey = new Map(rows.map((r) => [`${r.topic ?? appends[0]!.topic}\u0000${r.partition ?? appends[0]!.partition}`, r]));
   return appends.map((a) => {
@@ -1598,7 +1597,7 @@ class PgDeferredTransaction<DB> implements DeferredTransaction<Kysely<DB>> {
   #ended = false;
   #savepoints = 0;
   /** Partitions this transaction appended to: their watchers are woken after COMMIT (a spurious wake-up after a rolled-back savepoint is harmless). */
-  readonly #appended: PgAppendResult[] = [];
+  readonly #appended: PartitionAppendResult[] = [];
   /**
    * Savepoints are lazy: `savepoint(fn)` only declares one, and it is sent just before `fn`'s first
    * statement on the transaction (a handler that does not touch the transaction costs nothing), in
