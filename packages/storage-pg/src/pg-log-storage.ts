@@ -182,6 +182,30 @@ function resolveOptions(input: PgLogStorageInput): ResolvedOptions {
 
 const guardedClients = new WeakSet<pg.PoolClient>();
 
+/**
+ * Checks a client out of a pool with an 'error' listener on it before anything else can run.
+ *
+ * pg-pool removes its own listener as it hands a client over. A backend that dies between two of
+ * our queries then emits 'error' on a client nobody listens to, which Node turns into an uncaught
+ * exception. Attaching the listener after `await pool.connect()` is too late for one case: a new
+ * backend terminated just after its startup can send its FATAL in the same packet as
+ * ReadyForQuery, and the parser emits it in the same tick as the hand-over, before any promise
+ * continuation runs. So the listener goes on inside pg-pool's callback, synchronously. Failures
+ * still reach callers, through their next query.
+ */
+function checkoutGuarded(pool: pg.Pool): Promise<pg.PoolClient> {
+  return new Promise((resolve, reject) => {
+    pool.connect((error, client) => {
+      if (error || !client) return reject(error ?? new Error('pg-pool handed over no client.'));
+      if (!guardedClients.has(client)) {
+        guardedClients.add(client);
+        client.on('error', () => {});
+      }
+      resolve(client);
+    });
+  });
+}
+
 type AppendRow = plans.AppendResultRow;
 
 /**
@@ -336,19 +360,11 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
   }
 
   async #client(): Promise<pg.PoolClient> {
-    let client: pg.PoolClient;
     try {
-      client = await this.pool.connect();
+      return await checkoutGuarded(this.pool);
     } catch (error) {
       throw translatePgError(error);
     }
-    // A checked-out client whose backend dies between queries emits 'error' with no pool listener
-    // attached; the failure reaches us through the next query instead, so the event is ignored.
-    if (!guardedClients.has(client)) {
-      guardedClients.add(client);
-      client.on('error', () => {});
-    }
-    return client;
   }
 
   async #query<R extends pg.QueryResultRow>(statement: plans.Statement | pg.QueryConfig): Promise<pg.QueryResult<R>> {
@@ -1243,8 +1259,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
         return { client, close: async (c) => void (await (c as pg.Client).end().catch(() => {})) };
       }
       // A pool the user owns: hold one of its clients for the session's lifetime.
-      const client = await this.pool.connect();
-      client.on('error', () => {});
+      const client = await checkoutGuarded(this.pool);
       await client.query(`SET application_name = '${applicationName.replaceAll("'", "''")}'`);
       return {
         close: async (c, broken) => {
@@ -1467,7 +1482,7 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       const o = this.#options;
       const connectionString = o.connectionString ?? (o.connectionStringProvider ? await o.connectionStringProvider() : undefined);
       this.#listener = new PgListener(this.#tables.channel, this.#tables.channelIdent, () =>
-        connectionString ? new pg.Client({ connectionString }) : this.pool.connect(),
+        connectionString ? new pg.Client({ connectionString }) : checkoutGuarded(this.pool),
       );
     }
     const unlisten = await this.#listener.add(new Set(topics), listener);

@@ -3,11 +3,15 @@
  * swallows the reply after the server committed), cut connections and terminated backends.
  * After the retries, every acknowledged record is in the log exactly once.
  */
-import { Annals, CommitOutcomeUnknownError, ProducerFencedError, TransactionTimeoutError } from '@annals/core';
+import { Annals, DEFAULT_TOPIC_CONFIG, type AppendRecord, CommitOutcomeUnknownError, ProducerFencedError, TransactionTimeoutError } from '@annals/core';
 import { FaultProxy } from '@annals/testing';
+import net from 'node:net';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { PgLogStorage } from '../src/index.js';
 import { adminClient, database, freshAnnals, freshStorage, sleep } from './support.js';
+
+const rec = (key: string, value: string): AppendRecord => ({ key: Buffer.from(key), value: Buffer.from(value), headers: null, timestamp: null });
 
 async function readAll(annals: Annals<any>, topic: string, partitions: number): Promise<string[]> {
   const values: string[] = [];
@@ -239,6 +243,109 @@ describe('clients of the storage pool', () => {
       expect(client.listenerCount('error')).toBeGreaterThan(0);
     } finally {
       client.release();
+    }
+  });
+});
+
+/**
+ * A loopback proxy that holds the server's replies of the next connection until that backend has
+ * been terminated right after its ReadyForQuery, then delivers the startup replies and the FATAL
+ * in one write: the client's parser meets both in one chunk, in one tick.
+ */
+async function fatalWithReadyProxy(terminate: (pid: number) => Promise<void>) {
+  const direct = new URL(database.connectionString);
+  let armed = false;
+  let delivered = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(direct.port || 5432), '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.pipe(upstream);
+    if (!armed) return void upstream.pipe(client);
+    armed = false;
+    let held = Buffer.alloc(0);
+    let scanned = 0;
+    let pid = 0;
+    let sawReady = false;
+    const flush = () => {
+      client.end(held);
+      delivered++;
+    };
+    upstream.on('data', (chunk: Buffer) => {
+      held = Buffer.concat([held, chunk]);
+      while (scanned + 5 <= held.length) {
+        const type = String.fromCharCode(held[scanned]!);
+        const end = scanned + 1 + held.readInt32BE(scanned + 1);
+        if (end > held.length) break;
+        if (type === 'K') pid = held.readInt32BE(scanned + 5);
+        if (type === 'Z' && !sawReady) {
+          sawReady = true;
+          void terminate(pid);
+        }
+        if (type === 'E' && sawReady) return flush();
+        scanned = end;
+      }
+    });
+    upstream.on('end', () => {
+      if (sawReady && held.length > 0 && !client.writableEnded) flush();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const url = new URL(database.connectionString);
+  url.hostname = '127.0.0.1';
+  url.port = String(port);
+  return {
+    connectionString: url.toString(),
+    arm: () => void (armed = true),
+    get delivered() {
+      return delivered;
+    },
+    stop: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe('clients of a pool the application passes in', () => {
+  it('regression: a backend whose FATAL arrives with its ReadyForQuery is a failed call, never an uncaught exception', async () => {
+    const setup = freshStorage();
+    await setup.connect();
+    await setup.createTopics([{ name: 'user-pool', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    const admin = await adminClient();
+    const proxy = await fatalWithReadyProxy(async (pid) => {
+      await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+    });
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', onUncaught);
+    const pool = new pg.Pool({ connectionString: proxy.connectionString, max: 2 });
+    pool.on('error', () => {});
+    const storage = new PgLogStorage({ pool, schema: setup.schema, migrate: false });
+    try {
+      await storage.connect();
+      proxy.arm();
+      // The append checks a client out of the application's pool: the one the proxy doomed.
+      const first = await storage.append([{ topic: 'user-pool', partition: 0, records: [rec('k', 'a')] }]).then(
+        () => 'written',
+        (error: unknown) => error,
+      );
+      expect(proxy.delivered).toBe(1);
+      await sleep(50);
+      expect(uncaught).toEqual([]);
+      // It failed as a connection failure the caller may retry, and the pool goes on serving.
+      expect(first).toMatchObject({ retriable: true });
+      await storage.append([{ topic: 'user-pool', partition: 0, records: [rec('k', 'b')] }]);
+      const read = await setup.fetch('user-pool', 0, 0n, { maxRecords: 10, maxBytes: 1 << 20 });
+      expect(read.records.map((r) => r.value!.toString())).toEqual(['b']);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      await storage.disconnect();
+      await pool.end();
+      await proxy.stop();
     }
   });
 });

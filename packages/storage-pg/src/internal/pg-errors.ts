@@ -68,9 +68,15 @@ export function translatePgError(error: unknown, context: ErrorContext = {}): un
   return new StorageError(`PostgreSQL error${code ? ` ${code}` : ''}: ${message}`, code, false, { ...context, cause: error });
 }
 
+/**
+ * pg refuses a query on a client whose connection already failed or was closed, without sending
+ * anything: such a statement certainly did not run.
+ */
+const NEVER_SENT = /^Client (has encountered a connection error|was closed) and is not queryable$/;
+
 /** Translates an error thrown while a COMMIT (or autocommitted write) was in flight. */
 export function translateCommitError(error: unknown, context: ErrorContext = {}): unknown {
-  if (isConnectionFailure(error)) {
+  if (isConnectionFailure(error) && !NEVER_SENT.test((error as PgLikeError).message ?? '')) {
     return new CommitOutcomeUnknownError(
       'The connection was lost while the commit was in flight: the records may or may not have been written. ' +
         'Use an idempotent producer (producer({ idempotent: true })) to retry safely, or check the log before sending again.',

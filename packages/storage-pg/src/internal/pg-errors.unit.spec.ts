@@ -24,4 +24,13 @@ describe('translatePgError', () => {
     expect(translateCommitError(pgError('ECONNRESET', 'read ECONNRESET'))).toBeInstanceOf(CommitOutcomeUnknownError);
     expect(StorageError).toBeDefined();
   });
+
+  it('a write pg refused to send (its client had already failed or closed) is a plain retriable ConnectionError, not an unknown outcome', () => {
+    for (const message of ['Client has encountered a connection error and is not queryable', 'Client was closed and is not queryable']) {
+      const error = translateCommitError(new Error(message));
+      expect(error).toBeInstanceOf(ConnectionError);
+      expect(error).not.toBeInstanceOf(CommitOutcomeUnknownError);
+      expect((error as ConnectionError).retriable).toBe(true);
+    }
+  });
 });
