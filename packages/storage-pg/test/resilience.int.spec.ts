@@ -248,9 +248,10 @@ describe('clients of the storage pool', () => {
 });
 
 /**
- * A loopback proxy that holds the server's replies of the next connection until that backend has
- * been terminated right after its ReadyForQuery, then delivers the startup replies and the FATAL
- * in one write: the client's parser meets both in one chunk, in one tick.
+ * A loopback proxy for the next connection: it passes the authentication exchange through, then
+ * holds the server's replies from BackendKeyData on, has that backend terminated just after its
+ * ReadyForQuery, and delivers ReadyForQuery and the FATAL in one write: the client's parser meets
+ * both in one chunk, in one tick.
  */
 async function fatalWithReadyProxy(terminate: (pid: number) => Promise<void>) {
   const direct = new URL(database.connectionString);
@@ -265,31 +266,36 @@ async function fatalWithReadyProxy(terminate: (pid: number) => Promise<void>) {
     client.pipe(upstream);
     if (!armed) return void upstream.pipe(client);
     armed = false;
-    let held = Buffer.alloc(0);
-    let scanned = 0;
-    let pid = 0;
+    let pending = Buffer.alloc(0);
+    const held: Buffer[] = [];
+    let holding = false;
     let sawReady = false;
     const flush = () => {
-      client.end(held);
+      client.end(Buffer.concat([...held, pending]));
       delivered++;
     };
     upstream.on('data', (chunk: Buffer) => {
-      held = Buffer.concat([held, chunk]);
-      while (scanned + 5 <= held.length) {
-        const type = String.fromCharCode(held[scanned]!);
-        const end = scanned + 1 + held.readInt32BE(scanned + 1);
-        if (end > held.length) break;
-        if (type === 'K') pid = held.readInt32BE(scanned + 5);
-        if (type === 'Z' && !sawReady) {
-          sawReady = true;
-          void terminate(pid);
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 5 && !client.writableEnded) {
+        const length = 1 + pending.readInt32BE(1);
+        if (length > pending.length) break;
+        const message = pending.subarray(0, length);
+        pending = pending.subarray(length);
+        const type = String.fromCharCode(message[0]!);
+        // Authentication (which may need the client's answers) passes; BackendKeyData starts the hold.
+        if (type === 'K') holding = true;
+        if (!holding) {
+          client.write(message);
+          continue;
         }
-        if (type === 'E' && sawReady) return flush();
-        scanned = end;
+        held.push(message);
+        if (type === 'K') void terminate(message.readInt32BE(5));
+        if (type === 'Z') sawReady = true;
+        if (type === 'E' && sawReady) flush();
       }
     });
     upstream.on('end', () => {
-      if (sawReady && held.length > 0 && !client.writableEnded) flush();
+      if (sawReady && !client.writableEnded) flush();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
