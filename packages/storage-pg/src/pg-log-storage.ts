@@ -336,7 +336,12 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
 
   /** Applies pending migrations (also done by `connect()` unless `migrate: false`). */
   async migrate(): Promise<string[]> {
-    const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: this.pool }) });
+    // Kysely checks clients out itself: through checkoutGuarded, so that a pool the application
+    // passed in is as safe during migrations as our own.
+    const pool = this.pool;
+    const db = new Kysely<unknown>({
+      dialect: new PostgresDialect({ pool: { connect: () => checkoutGuarded(pool), end: async () => {} } as never }),
+    });
     const { applied } = await migrateToLatest(db, this.#options.schema);
     return applied;
   }

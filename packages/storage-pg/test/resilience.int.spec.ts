@@ -5,6 +5,7 @@
  */
 import { Annals, DEFAULT_TOPIC_CONFIG, type AppendRecord, CommitOutcomeUnknownError, ProducerFencedError, TransactionTimeoutError } from '@annals/core';
 import { FaultProxy } from '@annals/testing';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -347,6 +348,39 @@ describe('clients of a pool the application passes in', () => {
       await storage.append([{ topic: 'user-pool', partition: 0, records: [rec('k', 'b')] }]);
       const read = await setup.fetch('user-pool', 0, 0n, { maxRecords: 10, maxBytes: 1 << 20 });
       expect(read.records.map((r) => r.value!.toString())).toEqual(['b']);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      await storage.disconnect();
+      await pool.end();
+      await proxy.stop();
+    }
+  });
+
+  it('regression: the same during migrations, which Kysely runs on clients of that pool', async () => {
+    const admin = await adminClient();
+    const proxy = await fatalWithReadyProxy(async (pid) => {
+      await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+    });
+    const uncaught: unknown[] = [];
+    const onUncaught = (error: unknown) => uncaught.push(error);
+    process.on('uncaughtException', onUncaught);
+    const pool = new pg.Pool({ connectionString: proxy.connectionString, max: 2 });
+    pool.on('error', () => {});
+    const storage = new PgLogStorage({ pool, schema: `t_${randomBytes(5).toString('hex')}` });
+    try {
+      proxy.arm();
+      const first = await storage.connect().then(
+        () => 'connected',
+        (error: unknown) => error,
+      );
+      expect(proxy.delivered).toBe(1);
+      await sleep(50);
+      expect(uncaught).toEqual([]);
+      expect(first).toMatchObject({ retriable: true });
+      // Connecting again applies the migrations: the log works.
+      await storage.connect();
+      await storage.createTopics([{ name: 'migrated', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+      await storage.append([{ topic: 'migrated', partition: 0, records: [rec('k', 'v')] }]);
     } finally {
       process.off('uncaughtException', onUncaught);
       await storage.disconnect();
