@@ -317,75 +317,66 @@ async function fatalWithReadyProxy(terminate: (pid: number) => Promise<void>) {
   };
 }
 
+/**
+ * An application's pool through {@link fatalWithReadyProxy}, and a storage of the given schema on
+ * it. `doomed(call)` arms the proxy, runs the call (which checks out the doomed connection) and
+ * checks that it failed retriably, with no uncaught exception on the way.
+ */
+async function withDoomedUserPool(schema: string, migrate: boolean, body: (storage: PgLogStorage, doomed: (call: () => Promise<unknown>) => Promise<void>) => Promise<void>) {
+  const admin = await adminClient();
+  const proxy = await fatalWithReadyProxy(async (pid) => {
+    await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+  });
+  const uncaught: unknown[] = [];
+  const onUncaught = (error: unknown) => uncaught.push(error);
+  process.on('uncaughtException', onUncaught);
+  const pool = new pg.Pool({ connectionString: proxy.connectionString, max: 2 });
+  pool.on('error', () => {});
+  const storage = new PgLogStorage({ pool, schema, migrate });
+  try {
+    await body(storage, async (call) => {
+      proxy.arm();
+      const outcome = await call().then(
+        () => 'succeeded',
+        (error: unknown) => error,
+      );
+      expect(proxy.delivered).toBe(1);
+      await sleep(50);
+      expect(uncaught).toEqual([]);
+      // A connection failure the caller may retry (nothing was sent), not a crash.
+      expect(outcome).toMatchObject({ retriable: true });
+    });
+  } finally {
+    process.off('uncaughtException', onUncaught);
+    await storage.disconnect();
+    await pool.end();
+    await proxy.stop();
+  }
+}
+
 describe('clients of a pool the application passes in', () => {
   it('regression: a backend whose FATAL arrives with its ReadyForQuery is a failed call, never an uncaught exception', async () => {
     const setup = freshStorage();
     await setup.connect();
     await setup.createTopics([{ name: 'user-pool', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
-    const admin = await adminClient();
-    const proxy = await fatalWithReadyProxy(async (pid) => {
-      await admin.query('SELECT pg_terminate_backend($1)', [pid]);
-    });
-    const uncaught: unknown[] = [];
-    const onUncaught = (error: unknown) => uncaught.push(error);
-    process.on('uncaughtException', onUncaught);
-    const pool = new pg.Pool({ connectionString: proxy.connectionString, max: 2 });
-    pool.on('error', () => {});
-    const storage = new PgLogStorage({ pool, schema: setup.schema, migrate: false });
-    try {
+    await withDoomedUserPool(setup.schema, false, async (storage, doomed) => {
       await storage.connect();
-      proxy.arm();
       // The append checks a client out of the application's pool: the one the proxy doomed.
-      const first = await storage.append([{ topic: 'user-pool', partition: 0, records: [rec('k', 'a')] }]).then(
-        () => 'written',
-        (error: unknown) => error,
-      );
-      expect(proxy.delivered).toBe(1);
-      await sleep(50);
-      expect(uncaught).toEqual([]);
-      // It failed as a connection failure the caller may retry, and the pool goes on serving.
-      expect(first).toMatchObject({ retriable: true });
+      await doomed(() => storage.append([{ topic: 'user-pool', partition: 0, records: [rec('k', 'a')] }]));
+      // The pool goes on serving, and only the second append was written.
       await storage.append([{ topic: 'user-pool', partition: 0, records: [rec('k', 'b')] }]);
       const read = await setup.fetch('user-pool', 0, 0n, { maxRecords: 10, maxBytes: 1 << 20 });
       expect(read.records.map((r) => r.value!.toString())).toEqual(['b']);
-    } finally {
-      process.off('uncaughtException', onUncaught);
-      await storage.disconnect();
-      await pool.end();
-      await proxy.stop();
-    }
+    });
   });
 
   it('regression: the same during migrations, which Kysely runs on clients of that pool', async () => {
-    const admin = await adminClient();
-    const proxy = await fatalWithReadyProxy(async (pid) => {
-      await admin.query('SELECT pg_terminate_backend($1)', [pid]);
-    });
-    const uncaught: unknown[] = [];
-    const onUncaught = (error: unknown) => uncaught.push(error);
-    process.on('uncaughtException', onUncaught);
-    const pool = new pg.Pool({ connectionString: proxy.connectionString, max: 2 });
-    pool.on('error', () => {});
-    const storage = new PgLogStorage({ pool, schema: `t_${randomBytes(5).toString('hex')}` });
-    try {
-      proxy.arm();
-      const first = await storage.connect().then(
-        () => 'connected',
-        (error: unknown) => error,
-      );
-      expect(proxy.delivered).toBe(1);
-      await sleep(50);
-      expect(uncaught).toEqual([]);
-      expect(first).toMatchObject({ retriable: true });
+    await withDoomedUserPool(`t_${randomBytes(5).toString('hex')}`, true, async (storage, doomed) => {
+      await doomed(() => storage.connect());
       // Connecting again applies the migrations: the log works.
       await storage.connect();
       await storage.createTopics([{ name: 'migrated', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
       await storage.append([{ topic: 'migrated', partition: 0, records: [rec('k', 'v')] }]);
-    } finally {
-      process.off('uncaughtException', onUncaught);
-      await storage.disconnect();
-      await pool.end();
-      await proxy.stop();
-    }
+    });
   });
 });
