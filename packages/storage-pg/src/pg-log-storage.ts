@@ -1930,7 +1930,12 @@ class PgListener {
   async add(topics: Set<string>, listener: AppendListener): Promise<() => Promise<void>> {
     const entry = { topics, listener };
     this.#entries.add(entry);
-    await this.#ensure();
+    try {
+      await this.#ensure();
+    } catch (error) {
+      this.#entries.delete(entry);
+      throw translatePgError(error);
+    }
     return async () => {
       this.#entries.delete(entry);
     };
@@ -1946,7 +1951,10 @@ class PgListener {
 
   async #start(): Promise<void> {
     const opened = await this.#open();
-    if ('connect' in opened && !('release' in opened)) await (opened as pg.Client).connect();
+    // Listeners first: a connection that fails right after its startup (even in the packet that
+    // completes it) must reach #lost or the catch below, never be an uncaught 'error'.
+    opened.on('error', () => this.#lost(opened));
+    opened.on('end', () => this.#lost(opened));
     opened.on('notification', (message) => {
       if (message.channel !== this.#channel || !message.payload) return;
       const slash = message.payload.lastIndexOf('/');
@@ -1954,9 +1962,15 @@ class PgListener {
       const partition = Number(message.payload.slice(slash + 1));
       for (const e of this.#entries) if (e.topics.has(topic)) e.listener(topic, partition);
     });
-    opened.on('error', () => this.#lost(opened));
-    opened.on('end', () => this.#lost(opened));
-    await opened.query(`LISTEN ${this.#channelIdent}`);
+    try {
+      if (!('release' in opened)) await (opened as pg.Client).connect();
+      await opened.query(`LISTEN ${this.#channelIdent}`);
+    } catch (error) {
+      // Never leak it: a pool's client goes back destroyed (or its slot would be gone for good).
+      if ('release' in opened) (opened as pg.PoolClient).release(true);
+      else await (opened as pg.Client).end().catch(() => {});
+      throw error;
+    }
     this.#client = opened;
   }
 

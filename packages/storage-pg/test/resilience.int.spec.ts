@@ -318,11 +318,16 @@ async function fatalWithReadyProxy(terminate: (pid: number) => Promise<void>) {
 }
 
 /**
- * An application's pool through {@link fatalWithReadyProxy}, and a storage of the given schema on
- * it. `doomed(call)` arms the proxy, runs the call (which checks out the doomed connection) and
- * checks that it failed retriably, with no uncaught exception on the way.
+ * A storage of the given schema whose connections go through {@link fatalWithReadyProxy}: on an
+ * application's pool of `poolMax` clients, or (`poolMax` 0) on its own connection string.
+ * `doomed(call)` arms the proxy, runs the call (which opens or checks out the doomed connection)
+ * and checks that it failed retriably, with no uncaught exception on the way.
  */
-async function withDoomedUserPool(schema: string, migrate: boolean, body: (storage: PgLogStorage, doomed: (call: () => Promise<unknown>) => Promise<void>) => Promise<void>) {
+async function withDoomedConnection(
+  schema: string,
+  options: { migrate: boolean; poolMax: number },
+  body: (storage: PgLogStorage, doomed: (call: () => Promise<unknown>) => Promise<void>) => Promise<void>,
+) {
   const admin = await adminClient();
   const proxy = await fatalWithReadyProxy(async (pid) => {
     await admin.query('SELECT pg_terminate_backend($1)', [pid]);
@@ -330,9 +335,9 @@ async function withDoomedUserPool(schema: string, migrate: boolean, body: (stora
   const uncaught: unknown[] = [];
   const onUncaught = (error: unknown) => uncaught.push(error);
   process.on('uncaughtException', onUncaught);
-  const pool = new pg.Pool({ connectionString: proxy.connectionString, max: 2 });
-  pool.on('error', () => {});
-  const storage = new PgLogStorage({ pool, schema, migrate });
+  const pool = options.poolMax > 0 ? new pg.Pool({ connectionString: proxy.connectionString, max: options.poolMax }) : undefined;
+  pool?.on('error', () => {});
+  const storage = new PgLogStorage({ ...(pool ? { pool } : { connectionString: proxy.connectionString }), schema, migrate: options.migrate });
   try {
     await body(storage, async (call) => {
       proxy.arm();
@@ -349,7 +354,7 @@ async function withDoomedUserPool(schema: string, migrate: boolean, body: (stora
   } finally {
     process.off('uncaughtException', onUncaught);
     await storage.disconnect();
-    await pool.end();
+    await pool?.end();
     await proxy.stop();
   }
 }
@@ -359,7 +364,7 @@ describe('clients of a pool the application passes in', () => {
     const setup = freshStorage();
     await setup.connect();
     await setup.createTopics([{ name: 'user-pool', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
-    await withDoomedUserPool(setup.schema, false, async (storage, doomed) => {
+    await withDoomedConnection(setup.schema, { migrate: false, poolMax: 2 }, async (storage, doomed) => {
       await storage.connect();
       // The append checks a client out of the application's pool: the one the proxy doomed.
       await doomed(() => storage.append([{ topic: 'user-pool', partition: 0, records: [rec('k', 'a')] }]));
@@ -371,12 +376,56 @@ describe('clients of a pool the application passes in', () => {
   });
 
   it('regression: the same during migrations, which Kysely runs on clients of that pool', async () => {
-    await withDoomedUserPool(`t_${randomBytes(5).toString('hex')}`, true, async (storage, doomed) => {
+    await withDoomedConnection(`t_${randomBytes(5).toString('hex')}`, { migrate: true, poolMax: 2 }, async (storage, doomed) => {
       await doomed(() => storage.connect());
       // Connecting again applies the migrations: the log works.
       await storage.connect();
       await storage.createTopics([{ name: 'migrated', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
       await storage.append([{ topic: 'migrated', partition: 0, records: [rec('k', 'v')] }]);
+    });
+  });
+
+  it('regression: the LISTEN connection of a watcher, on that pool: a failed start leaks no client and leaves no registration behind', async () => {
+    const setup = freshStorage();
+    await setup.connect();
+    await setup.createTopics([{ name: 'watched', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    // Two clients: the LISTEN connection holds one, registering the watch needs the other, which a
+    // client kept checked out after the failed start would have taken for good.
+    await withDoomedConnection(setup.schema, { migrate: false, poolMax: 2 }, async (storage, doomed) => {
+      await storage.connect();
+      const calls: string[] = [];
+      await doomed(() => storage.watch(['watched'], (topic, partition) => void calls.push(`doomed ${topic}/${partition}`)));
+      let wake!: () => void;
+      const woken = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the second watcher was never woken')), 10_000);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      const stop = await storage.watch(['watched'], (topic, partition) => {
+        calls.push(`${topic}/${partition}`);
+        wake();
+      });
+      await setup.append([{ topic: 'watched', partition: 0, records: [rec('k', 'v')] }]);
+      await woken;
+      await stop();
+      expect(calls.filter((c) => c.startsWith('doomed'))).toEqual([]);
+    });
+  });
+});
+
+describe('a storage on its own connection string', () => {
+  it('regression: a LISTEN connection whose FATAL arrives with its ReadyForQuery fails watch(), never the process', async () => {
+    const setup = freshStorage();
+    await setup.connect();
+    await setup.createTopics([{ name: 'watched', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    await withDoomedConnection(setup.schema, { migrate: false, poolMax: 0 }, async (storage, doomed) => {
+      await storage.connect();
+      await doomed(() => storage.watch(['watched'], () => {}));
+      // Watching again opens a new LISTEN connection.
+      const stop = await storage.watch(['watched'], () => {});
+      await stop();
     });
   });
 });
