@@ -1265,7 +1265,12 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
       }
       // A pool the user owns: hold one of its clients for the session's lifetime.
       const client = await checkoutGuarded(this.pool);
-      await client.query(`SET application_name = '${applicationName.replaceAll("'", "''")}'`);
+      try {
+        await client.query(`SET application_name = '${applicationName.replaceAll("'", "''")}'`);
+      } catch (error) {
+        client.release(true); // never kept out of the application's pool
+        throw error;
+      }
       return {
         close: async (c, broken) => {
           if (!broken) await c.query('RESET application_name').catch(() => {});

@@ -413,6 +413,30 @@ describe('clients of a pool the application passes in', () => {
       expect(calls.filter((c) => c.startsWith('doomed'))).toEqual([]);
     });
   });
+
+  it("regression: a group session's connection, on that pool: a failed start gives its client back", async () => {
+    const setup = freshStorage();
+    await setup.connect();
+    await setup.createTopics([{ name: 'grouped', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    await withDoomedConnection(setup.schema, { migrate: false, poolMax: 2 }, async (storage, doomed) => {
+      await storage.connect();
+      const member = { clientId: 'c', clientHost: 'h', topics: ['grouped'], sessionTimeoutMs: 10_000 };
+      const events = { onGroupChange: () => {}, onAppend: () => {}, onLost: () => {} };
+      await doomed(() => storage.joinGroup('g', member, events));
+      // A session holds one of the two clients; the append needs the other, which a client kept
+      // checked out after the failed start would have taken for good.
+      const session = await storage.joinGroup('g', member, events);
+      const appended = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the append never got a client')), 10_000);
+        storage.append([{ topic: 'grouped', partition: 0, records: [rec('k', 'v')] }]).then((r) => {
+          clearTimeout(timer);
+          resolve(r);
+        }, reject);
+      });
+      expect(appended).toHaveLength(1);
+      await session.leave();
+    });
+  });
 });
 
 describe('a storage on its own connection string', () => {
