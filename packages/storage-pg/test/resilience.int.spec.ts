@@ -146,6 +146,79 @@ describe('terminated backends', () => {
   }, 60_000);
 });
 
+describe('a reader of hand-assigned partitions', () => {
+  it('rides out lost connections on its own: a fetch cut off mid-flight is retried, nothing is skipped or read twice', async () => {
+    const setup = freshAnnals();
+    await setup.admin().createTopics({ topics: [{ topic: 'tail', numPartitions: 1 }] });
+    const { proxy, annals } = await throughProxy((setup.storage as PgLogStorage).schema);
+    const producer = setup.producer();
+    const values: string[] = [];
+    const reader = annals.reader({ pollIntervalMs: 100 });
+    const until = async (n: number) => {
+      for (let i = 0; i < 200 && values.length < n; i++) await sleep(50);
+      expect(values).toHaveLength(n);
+    };
+    try {
+      await reader.assign([{ topic: 'tail', partition: 0 }]);
+      let failure: unknown;
+      const running = reader.run({ eachMessage: async ({ message }) => void values.push(message.value!.toString()) }).catch((e: unknown) => {
+        failure = e;
+      });
+      await producer.send({ topic: 'tail', messages: [{ value: 'a' }] });
+      await until(1);
+      // Every byte swallowed for 600 ms: the reader's LISTEN connection hears nothing, its next
+      // poll's fetch hangs, and both are reset when the hole closes.
+      const hole = proxy.blackhole(600);
+      await producer.send({ topic: 'tail', messages: [{ value: 'b' }] });
+      await hole;
+      await until(2);
+      // Reset while idle, then a record: the wake-up or the poll finds it on new connections.
+      proxy.resetAll();
+      await producer.send({ topic: 'tail', messages: [{ value: 'c' }] });
+      await until(3);
+      expect(proxy.stats.blackholed + proxy.stats.reset).toBeGreaterThan(0);
+      await reader.stop();
+      await running;
+      expect(failure).toBeUndefined();
+      expect(values).toEqual(['a', 'b', 'c']);
+    } finally {
+      await reader.stop();
+      await annals.disconnect();
+      await proxy.stop();
+    }
+  });
+
+  it('stop() during a retry ends the reader at once, as a stop and not a failure', async () => {
+    const setup = freshAnnals();
+    await setup.admin().createTopics({ topics: [{ topic: 'stopping', numPartitions: 1 }] });
+    const direct = new URL(database.connectionString);
+    const proxy = new FaultProxy({ target: { host: '127.0.0.1', port: Number(direct.port || 5432) } });
+    await proxy.start();
+    // Long backoffs: without the abort, stop() would wait them out.
+    const annals = new Annals({
+      clientId: 'stopping',
+      storage: new PgLogStorage({ connectionString: proxy.connectionString(database.connectionString), schema: (setup.storage as PgLogStorage).schema, connectionTimeoutMs: 200 }),
+      retry: { retries: 10, initialRetryTime: 5_000, maxRetryTime: 5_000 },
+    });
+    try {
+      const reader = annals.reader({ pollIntervalMs: 50 });
+      await reader.assign([{ topic: 'stopping', partition: 0 }]);
+      const refused = proxy.refuse(3_000);
+      proxy.resetAll();
+      const running = reader.run({ eachMessage: async () => {} });
+      await sleep(500); // its fetch has failed and it is in a 5 s backoff
+      const t0 = Date.now();
+      await reader.stop();
+      await expect(running).resolves.toBeUndefined();
+      expect(Date.now() - t0).toBeLessThan(2_000);
+      await refused;
+    } finally {
+      await annals.disconnect();
+      await proxy.stop();
+    }
+  });
+});
+
 describe('transactional producers', () => {
   it('a newer producer with the same transactionalId fences the older one', async () => {
     const annals = freshAnnals();

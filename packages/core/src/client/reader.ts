@@ -1,10 +1,12 @@
 /**
  * A reader of partitions assigned by hand (no consumer group): it fetches from a position per
  * partition, hands records to a handler in offset order, and sleeps until a commit notification
- * (LISTEN/NOTIFY) or the fallback poll interval wakes it.
+ * (LISTEN/NOTIFY) or the fallback poll interval wakes it. A lost connection (a terminated session,
+ * a server restart) is retried with the client's `retry` policy, so a reader rides it out on its own.
  */
 import { InvalidOptionsError, OffsetOutOfRangeError } from '../errors.js';
 import type { ClientContext } from './context.js';
+import { withRetry } from './retry.js';
 import { toKafkaMessage, type KafkaMessage } from './messages.js';
 
 export interface ReaderInput {
@@ -56,6 +58,9 @@ export class PartitionReader {
   #running: Promise<void> | undefined;
   #stopping = false;
   #wake: (() => void) | undefined;
+  /** Aborted by stop() (and replaced): ends a retry's backoff at once. */
+  #stopped = new AbortController();
+  readonly #stopReason = new Error('The reader was stopped.');
   #dirty = false;
   /** Bumped by every seek/assign: a handler that seeks makes the loop drop the rest of its batch. */
   #generation = 0;
@@ -78,7 +83,7 @@ export class PartitionReader {
   async #resolve(topic: string, partition: number, offset: StartOffset): Promise<bigint> {
     if (offset === 'earliest' || offset === 'latest') {
       await this.#ctx.ensureConnected();
-      const marks = await this.#ctx.storage.fetchWatermarks(topic);
+      const marks = await this.#retrying(() => this.#ctx.storage.fetchWatermarks(topic));
       const m = marks.find((x) => x.partition === partition);
       if (!m) throw new OffsetOutOfRangeError(`Topic "${topic}" has no partition ${partition}.`, { topic, partition });
       return offset === 'earliest' ? m.low : m.high;
@@ -126,12 +131,24 @@ export class PartitionReader {
     this.#wake?.();
   }
 
-  /** Reads until `stop()`. Handler errors stop the reader and reject `run`'s promise. */
+  /** Runs a storage call with the client's retry policy (retriable failures only), until stop(). */
+  #retrying<T>(fn: () => Promise<T>): Promise<T> {
+    return withRetry(this.#ctx.retry, fn, { signal: this.#stopped.signal });
+  }
+
+  /**
+   * Reads until `stop()`. Handler errors stop the reader and reject `run`'s promise; so does a
+   * storage failure that is not retriable, or still failing after the client's `retry` policy.
+   */
   run(input: ReaderRunInput): Promise<void> {
     if (this.#running) throw new InvalidOptionsError('This reader is already running.');
     if (!input.eachMessage === !input.eachBatch) throw new InvalidOptionsError('reader.run needs exactly one of eachMessage or eachBatch.');
     this.#stopping = false;
-    this.#running = this.#loop(input).finally(() => {
+    this.#running = this.#loop(input).catch((error: unknown) => {
+      // stop() during a retry's backoff: a stop, not a failure.
+      if (this.#stopping && error === this.#stopReason) return;
+      throw error;
+    }).finally(() => {
       this.#running = undefined;
     });
     return this.#running;
@@ -141,20 +158,23 @@ export class PartitionReader {
     await this.#ctx.ensureConnected();
     const topics = () => [...new Set([...this.#positions.values()].map((p) => p.topic))];
     let watched = topics().join('\u0000');
-    let unwatch = await this.#ctx.storage.watch(topics(), () => this.#wakeUp());
+    const watch = () => this.#retrying(() => this.#ctx.storage.watch(topics(), () => this.#wakeUp()));
+    let unwatch = await watch();
     try {
       while (!this.#stopping) {
         if (topics().join('\u0000') !== watched) {
           await unwatch();
           watched = topics().join('\u0000');
-          unwatch = await this.#ctx.storage.watch(topics(), () => this.#wakeUp());
+          unwatch = await watch();
         }
         this.#dirty = false;
         let progressed = false;
         for (const p of this.#positions.values()) {
           if (this.#stopping) break;
           const from = p.next;
-          const result = await this.#ctx.storage.fetch(p.topic, p.partition, from, { maxRecords: this.#maxRecords, maxBytes: this.#maxBytes });
+          const result = await this.#retrying(() =>
+            this.#ctx.storage.fetch(p.topic, p.partition, from, { maxRecords: this.#maxRecords, maxBytes: this.#maxBytes }),
+          );
           if (from < result.logStartOffset) {
             throw new OffsetOutOfRangeError(
               `Offset ${from} of ${p.topic}[${p.partition}] is below the log start offset ${result.logStartOffset}; seek to 'earliest' or a later offset.`,
@@ -197,6 +217,9 @@ export class PartitionReader {
   /** Stops reading after the record in hand. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    const stopped = this.#stopped;
+    this.#stopped = new AbortController();
+    stopped.abort(this.#stopReason);
     this.#wake?.();
     await this.#running?.catch(() => {});
   }
