@@ -281,11 +281,7 @@ export async function openScenario(
   template?: string,
 ): Promise<{ scenario: Scenario; close: (keep: boolean) => Promise<void> }> {
   const database = `chaos_${process.pid}_${name.replace(/[^a-z0-9]/gi, '_').toLowerCase()}`;
-  const server = new pg.Client({ connectionString: serverUrl, application_name: 'chaos-harness' });
-  await server.connect();
-  await server.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
-  await server.query(`CREATE DATABASE ${database}${template ? ` TEMPLATE ${template}` : ''}`);
-  await server.end();
+  await serverQuery(serverUrl, `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`, `CREATE DATABASE ${database}${template ? ` TEMPLATE ${template}` : ''}`);
   const url = new URL(serverUrl);
   url.pathname = `/${database}`;
   const directUrl = url.toString();
@@ -312,27 +308,32 @@ export async function openScenario(
       await admin.end().catch(() => {});
       history.close();
       if (!keep) {
-        const c = new pg.Client({ connectionString: serverUrl, application_name: 'chaos-harness' });
-        await c.connect();
-        await c.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => {});
-        await c.end();
+        await serverQuery(serverUrl, `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => {});
       }
     },
   };
 }
 
+/**
+ * Runs statements, in order, on a short-lived connection to the server: its 'error' listener is
+ * attached before it connects (a server going away between statements must fail the call, not
+ * crash the harness), and it is ended whatever happens.
+ */
+async function serverQuery(serverUrl: string, ...statements: string[]): Promise<void> {
+  const c = new pg.Client({ connectionString: serverUrl, application_name: 'chaos-harness' });
+  c.on('error', () => {});
+  try {
+    await c.connect();
+    for (const sql of statements) await c.query(sql);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
 /** A database with the log's schema migrated, to copy for each scenario (migrating is slow on a busy machine). */
 export async function createTemplate(serverUrl: string): Promise<{ name: string; drop: () => Promise<void> }> {
   const name = `chaos_${process.pid}_template`;
-  const run = async (sql: string) => {
-    const c = new pg.Client({ connectionString: serverUrl, application_name: 'chaos-harness' });
-    await c.connect();
-    try {
-      await c.query(sql);
-    } finally {
-      await c.end();
-    }
-  };
+  const run = (sql: string) => serverQuery(serverUrl, sql);
   await run(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   await run(`CREATE DATABASE ${name}`);
   const url = new URL(serverUrl);

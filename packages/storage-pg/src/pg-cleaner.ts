@@ -31,6 +31,9 @@ export class PgCleanerLease implements CleanerLease {
   #lost = false;
   #released = false;
   #running: Promise<unknown> | undefined;
+  readonly #lose = () => {
+    this.#lost = true;
+  };
 
   constructor(
     private readonly client: SessionClient,
@@ -38,11 +41,8 @@ export class PgCleanerLease implements CleanerLease {
     private readonly tables: plans.Tables,
     private readonly cleanerTables: cleaning.CleanerTables,
   ) {
-    const lose = () => {
-      this.#lost = true;
-    };
-    client.on('error', lose);
-    client.on('end', lose);
+    client.on('error', this.#lose);
+    client.on('end', this.#lose);
   }
 
   get lost(): boolean {
@@ -72,9 +72,12 @@ export class PgCleanerLease implements CleanerLease {
         await this.client.query(cleaning.releaseLeaseStatement(this.cleanerTables).text, cleaning.releaseLeaseStatement(this.cleanerTables).values);
         await this.client.query(cleaning.cleanerSessionResetSql);
       } catch {
-        broken = true; // the session is gone: its lock went with it
+        broken = true; // not released: the connection is closed (a pool's client destroyed), and the lock with it
       }
     }
+    // A client of the application's pool goes back without this lease's listeners.
+    this.client.off('error', this.#lose);
+    this.client.off('end', this.#lose);
     await this.close(this.client, broken);
   }
 

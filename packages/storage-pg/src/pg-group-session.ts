@@ -31,6 +31,7 @@ export class PgGroupSession implements GroupSession {
   readonly #held = new Set<string>();
   #lost: unknown;
   #left = false;
+  #detach: () => void = () => {};
   #queue: Promise<unknown> = Promise.resolve();
 
   constructor(args: {
@@ -50,7 +51,7 @@ export class PgGroupSession implements GroupSession {
     this.#events = args.events;
     this.#topics = new Set(args.topics);
     const client = this.#client;
-    client.on('notification', (message) => {
+    const onNotification = (message: pg.Notification) => {
       if (message.channel !== this.#t.channel || !message.payload) return;
       if (message.payload.startsWith('#g/')) {
         if (message.payload.slice(3) === this.groupId) this.#events.onGroupChange();
@@ -59,15 +60,24 @@ export class PgGroupSession implements GroupSession {
       const slash = message.payload.lastIndexOf('/');
       const topic = message.payload.slice(0, slash);
       if (this.#topics.has(topic)) this.#events.onAppend(topic, Number(message.payload.slice(slash + 1)));
-    });
+    };
     const onLost = (error: unknown) => {
       if (this.#lost !== undefined || this.#left) return;
       this.#lost = error ?? new Error('The group session connection ended.');
       this.#held.clear();
       this.#events.onLost(this.#lost);
     };
+    const onEnd = () => onLost(undefined);
+    client.on('notification', onNotification);
     client.on('error', onLost);
-    client.on('end', () => onLost(undefined));
+    client.on('end', onEnd);
+    // A client of the application's pool goes back to it: without its listeners, or they would
+    // pile up there and keep this session (and its consumer) reachable.
+    this.#detach = () => {
+      client.off('notification', onNotification);
+      client.off('error', onLost);
+      client.off('end', onEnd);
+    };
   }
 
   /** Joins: registers the member and LISTENs. */
@@ -144,17 +154,21 @@ export class PgGroupSession implements GroupSession {
   async leave(): Promise<void> {
     if (this.#left) return;
     this.#left = true;
-    const lost = this.#lost !== undefined;
-    if (!lost) {
+    let broken = this.#lost !== undefined;
+    if (!broken) {
       try {
         for (const s of plans.leaveStatements(this.#t, this.groupId, this.memberId)) await this.#client.query(s.text, s.values);
         await this.#client.query('SELECT pg_advisory_unlock_all()');
         await this.#client.query(`UNLISTEN ${this.#t.channelIdent}`);
       } catch {
-        // The session is going away either way; its locks die with it.
+        // Not cleaned up (a timeout, a lock wait cut short): the connection must be closed, not
+        // reused — its session-level partition locks and LISTEN die only with it. A client of
+        // the application's pool is destroyed, never handed back still holding them.
+        broken = true;
       }
     }
     this.#held.clear();
-    await this.#close(this.#client, lost);
+    this.#detach();
+    await this.#close(this.#client, broken);
   }
 }

@@ -1258,7 +1258,8 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     const connectionString = o.connectionString ?? (o.connectionStringProvider ? await o.connectionStringProvider() : undefined);
     try {
       if (connectionString) {
-        const client = new pg.Client({ connectionString, application_name: applicationName });
+        // The same bound as the pool's: a connect into a black hole fails instead of hanging joinGroup.
+        const client = new pg.Client({ connectionString, application_name: applicationName, connectionTimeoutMillis: o.connectionTimeoutMs });
         client.on('error', () => {});
         await client.connect();
         return { client, close: async (c) => void (await (c as pg.Client).end().catch(() => {})) };
@@ -1491,8 +1492,13 @@ export class PgLogStorage<DB = unknown> implements LogStorage<Kysely<DB>> {
     if (!this.#listener) {
       const o = this.#options;
       const connectionString = o.connectionString ?? (o.connectionStringProvider ? await o.connectionStringProvider() : undefined);
-      this.#listener = new PgListener(this.#tables.channel, this.#tables.channelIdent, () =>
-        connectionString ? new pg.Client({ connectionString }) : checkoutGuarded(this.pool),
+      // disconnect() may have run while this awaited the provider: a listener made now would
+      // never be closed.
+      if (!this.#pool) throw new NotConnectedError('The Postgres storage was disconnected: call connect() first.');
+      // Another watch() may have created it meanwhile: one LISTEN connection per storage, or the
+      // other would be left open (disconnect closes only one).
+      this.#listener ??= new PgListener(this.#tables.channel, this.#tables.channelIdent, () =>
+        connectionString ? new pg.Client({ connectionString, connectionTimeoutMillis: o.connectionTimeoutMs }) : checkoutGuarded(this.pool),
       );
     }
     const unlisten = await this.#listener.add(new Set(topics), listener);
@@ -1925,6 +1931,7 @@ class PgListener {
   #starting: Promise<void> | undefined;
   #closed = false;
   #retryTimer: NodeJS.Timeout | undefined;
+  #detach: () => void = () => {};
 
   constructor(channel: string, channelIdent: string, open: () => Promise<ListenClient> | ListenClient) {
     this.#channel = channel;
@@ -1958,15 +1965,23 @@ class PgListener {
     const opened = await this.#open();
     // Listeners first: a connection that fails right after its startup (even in the packet that
     // completes it) must reach #lost or the catch below, never be an uncaught 'error'.
-    opened.on('error', () => this.#lost(opened));
-    opened.on('end', () => this.#lost(opened));
-    opened.on('notification', (message) => {
+    const lost = () => this.#lost(opened);
+    const notified = (message: pg.Notification) => {
       if (message.channel !== this.#channel || !message.payload) return;
       const slash = message.payload.lastIndexOf('/');
       const topic = message.payload.slice(0, slash);
       const partition = Number(message.payload.slice(slash + 1));
       for (const e of this.#entries) if (e.topics.has(topic)) e.listener(topic, partition);
-    });
+    };
+    opened.on('error', lost);
+    opened.on('end', lost);
+    opened.on('notification', notified);
+    // Before a pool's client goes back: without these listeners (the guard's stays).
+    this.#detach = () => {
+      opened.off('error', lost);
+      opened.off('end', lost);
+      opened.off('notification', notified);
+    };
     try {
       if (!('release' in opened)) await (opened as pg.Client).connect();
       await opened.query(`LISTEN ${this.#channelIdent}`);
@@ -2007,8 +2022,13 @@ class PgListener {
     this.#client = undefined;
     if (!client) return;
     if ('release' in client) {
-      await client.query(`UNLISTEN ${this.#channelIdent}`).catch(() => {});
-      client.release();
+      const unlistened = await client.query(`UNLISTEN ${this.#channelIdent}`).then(
+        () => true,
+        () => false,
+      );
+      this.#detach();
+      // Still listening (UNLISTEN failed): destroyed, never handed back to the application's pool.
+      client.release(unlistened ? undefined : true);
     } else {
       await client.end().catch(() => {});
     }

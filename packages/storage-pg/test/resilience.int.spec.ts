@@ -510,6 +510,79 @@ describe('clients of a pool the application passes in', () => {
       await session.leave();
     });
   });
+
+  it('regression: a group session whose leave() could not clean up does not go back to that pool still holding its partition locks', async () => {
+    const setup = freshStorage();
+    await setup.connect();
+    await setup.createTopics([{ name: 'owned', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    const admin = await adminClient();
+    const advisoryLocks = async () =>
+      Number(
+        (await admin.query("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).rows[0].n,
+      );
+    // The application's pool cuts statements off after 300 ms.
+    const pool = new pg.Pool({ connectionString: database.connectionString, max: 1, statement_timeout: 300 });
+    pool.on('error', () => {});
+    const storage = new PgLogStorage({ pool, schema: setup.schema, migrate: false });
+    const blocker = await adminClient();
+    try {
+      await storage.connect();
+      const member = { clientId: 'c', clientHost: 'h', topics: ['owned'], sessionTimeoutMs: 10_000 };
+      const session = await storage.joinGroup('g', member, { onGroupChange: () => {}, onAppend: () => {}, onLost: () => {} });
+      expect(await session.claim('owned', 0)).toMatchObject({ acquired: true });
+      expect(await advisoryLocks()).toBe(1);
+      // Another transaction holds the member's row: leave()'s DELETE waits, and is cut off.
+      await blocker.query('BEGIN');
+      await blocker.query(`SELECT 1 FROM "${setup.schema}".group_members WHERE group_id = 'g' FOR UPDATE`);
+      await session.leave();
+      await blocker.query('ROLLBACK');
+      // The session's connection was closed, so its lock went with it.
+      for (let i = 0; i < 40 && (await advisoryLocks()) > 0; i++) await sleep(50);
+      expect(await advisoryLocks()).toBe(0);
+      // And the pool serves on, with a new connection.
+      await storage.append([{ topic: 'owned', partition: 0, records: [rec('k', 'v')] }]);
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => {});
+      await storage.disconnect();
+      await pool.end();
+    }
+  });
+
+  it('regression: clients handed back to that pool carry no listeners of the sessions that used them', async () => {
+    const setup = freshStorage();
+    await setup.connect();
+    await setup.createTopics([{ name: 'reused', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    const pool = new pg.Pool({ connectionString: database.connectionString, max: 2 });
+    pool.on('error', () => {});
+    const storage = new PgLogStorage({ pool, schema: setup.schema, migrate: false });
+    try {
+      await storage.connect();
+      const member = { clientId: 'c', clientHost: 'h', topics: ['reused'], sessionTimeoutMs: 10_000 };
+      for (let i = 0; i < 5; i++) {
+        const session = await storage.joinGroup('g', member, { onGroupChange: () => {}, onAppend: () => {}, onLost: () => {} });
+        await session.leave();
+        const lease = await storage.cleaner.acquireCleaner();
+        await lease!.release();
+      }
+      // A watcher's LISTEN connection goes back when the storage disconnects.
+      const unwatch = await storage.watch(['reused'], () => {});
+      await unwatch();
+      await storage.disconnect();
+      const clients = [await pool.connect(), await pool.connect()];
+      try {
+        // At most the guard's no-op 'error' listener is left on each (none on a client never lent to Annals).
+        for (const client of clients) {
+          expect(client.listenerCount('error')).toBeLessThanOrEqual(1);
+          expect([client.listenerCount('end'), client.listenerCount('notification')]).toEqual([0, 0]);
+        }
+      } finally {
+        for (const client of clients) client.release();
+      }
+    } finally {
+      await storage.disconnect();
+      await pool.end();
+    }
+  });
 });
 
 describe('a storage on its own connection string', () => {
@@ -524,5 +597,65 @@ describe('a storage on its own connection string', () => {
       const stop = await storage.watch(['watched'], () => {});
       await stop();
     });
+  });
+});
+
+describe('dedicated connections (group sessions, LISTEN)', () => {
+  it('regression: a connect into a black hole fails after connectionTimeoutMs, like the pool, instead of hanging', async () => {
+    const setup = freshStorage();
+    await setup.connect();
+    await setup.createTopics([{ name: 'holed', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    const direct = new URL(database.connectionString);
+    const proxy = new FaultProxy({ target: { host: '127.0.0.1', port: Number(direct.port || 5432) } });
+    await proxy.start();
+    const storage = new PgLogStorage({ connectionString: proxy.connectionString(database.connectionString), schema: setup.schema, migrate: false, connectionTimeoutMs: 300 });
+    try {
+      await storage.connect();
+      const hole = proxy.blackhole(4_000);
+      const member = { clientId: 'c', clientHost: 'h', topics: ['holed'], sessionTimeoutMs: 10_000 };
+      for (const call of [() => storage.joinGroup('g', member, { onGroupChange: () => {}, onAppend: () => {}, onLost: () => {} }), () => storage.watch(['holed'], () => {})]) {
+        const t0 = Date.now();
+        await expect(call()).rejects.toMatchObject({ retriable: true });
+        expect(Date.now() - t0).toBeLessThan(2_500);
+      }
+      await hole;
+    } finally {
+      await storage.disconnect();
+      await proxy.stop();
+    }
+  });
+});
+
+describe('a storage whose connection string comes from a provider (the embedded server)', () => {
+  it('regression: concurrent watch() calls share one LISTEN connection, and disconnect() closes it', async () => {
+    const setup = freshStorage();
+    await setup.connect();
+    await setup.createTopics([{ name: 'watched', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
+    const application = `watch-race-${randomBytes(4).toString('hex')}`;
+    const url = new URL(database.connectionString);
+    url.searchParams.set('application_name', application);
+    const storage = new PgLogStorage({
+      // Resolving takes a moment, as starting a server does: both watch() calls wait on it.
+      connectionStringProvider: async () => {
+        await sleep(30);
+        return url.toString();
+      },
+      schema: setup.schema,
+      migrate: false,
+    });
+    const admin = await adminClient();
+    const listening = async () =>
+      Number((await admin.query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'", [application])).rows[0].n);
+    try {
+      await storage.connect();
+      const stops = await Promise.all([storage.watch(['watched'], () => {}), storage.watch(['watched'], () => {})]);
+      expect(await listening()).toBe(1);
+      for (const stop of stops) await stop();
+      await storage.disconnect();
+      for (let i = 0; i < 40 && (await listening()) > 0; i++) await sleep(50);
+      expect(await listening()).toBe(0);
+    } finally {
+      await storage.disconnect();
+    }
   });
 });

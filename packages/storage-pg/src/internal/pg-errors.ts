@@ -34,6 +34,8 @@ export function isConnectionFailure(error: unknown): boolean {
   // 53300 too many connections (the server refused a new one: transient, like a refused connection).
   if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300') return true;
   const message = e.message ?? '';
+  // pg's own connectionTimeoutMillis on a Client (not a pool) fails its connect with this, bare.
+  if (message === 'timeout expired') return true;
   return (
     // 'timeout exceeded when trying to connect': pg-pool found no free client in time (a plain Error).
     /Connection terminated|connection error|Client was closed|not queryable|terminating connection|timeout exceeded when trying to connect|the database system is (starting up|shutting down)/i.test(

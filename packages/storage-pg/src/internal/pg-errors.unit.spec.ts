@@ -33,4 +33,10 @@ describe('translatePgError', () => {
       expect((error as ConnectionError).retriable).toBe(true);
     }
   });
+
+  it("a dedicated client's connect that timed out (pg's bare 'timeout expired') is a retriable ConnectionError", () => {
+    const error = translatePgError(new Error('timeout expired'));
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect((error as ConnectionError).retriable).toBe(true);
+  });
 });
