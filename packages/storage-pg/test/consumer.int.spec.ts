@@ -246,6 +246,38 @@ describe('failure policies', () => {
     await waitFor('consumed after resume', () => done.length === 1);
   });
 
+  it('regression: pausing or resuming single partitions keeps the rest of a topic paused as a whole', async () => {
+    const annals = freshAnnals();
+    await annals.admin().createTopics({ topics: [{ topic: 'halves', numPartitions: 2 }] });
+    const consumer = annals.consumer({ groupId: 'halves-g', ...fast });
+    running.push(consumer);
+    const done: string[] = [];
+    await consumer.subscribe({ topic: 'halves', fromBeginning: true });
+    await consumer.run({ eachMessage: async ({ partition, message }) => void done.push(`${partition}:${message.value!.toString()}`) });
+    await waitFor('owned', () => consumer.assignment().length === 2);
+    const producer = annals.producer();
+    // The whole topic, then one of its partitions again: both stay paused (it used to un-pause 1).
+    consumer.pause([{ topic: 'halves' }]);
+    consumer.pause([{ topic: 'halves', partitions: [0] }]);
+    expect(consumer.paused()).toEqual([{ topic: 'halves', partitions: [0, 1] }]);
+    await producer.send({ topic: 'halves', messages: [{ partition: 1, value: 'a' }] });
+    await sleep(400);
+    expect(done).toEqual([]);
+    // Resuming one partition of the paused topic resumes that one only (it used to resume both).
+    consumer.resume([{ topic: 'halves', partitions: [1] }]);
+    expect(consumer.paused()).toEqual([{ topic: 'halves', partitions: [0] }]);
+    await producer.send({ topic: 'halves', messages: [{ partition: 0, value: 'b' }] });
+    await waitFor('partition 1 consumed', () => done.includes('1:a'));
+    await sleep(300);
+    expect(done).toEqual(['1:a']);
+    // Pausing it again by partition, then resuming the topic, resumes everything.
+    consumer.pause([{ topic: 'halves', partitions: [1] }]);
+    expect(consumer.paused()).toEqual([{ topic: 'halves', partitions: [0, 1] }]);
+    consumer.resume([{ topic: 'halves' }]);
+    expect(consumer.paused()).toEqual([]);
+    await waitFor('partition 0 consumed', () => done.includes('0:b'));
+  });
+
   it('stops the consumer after the last attempt, committing nothing past the failure', async () => {
     const annals = freshAnnals();
     await annals.admin().createTopics({ topics: [{ topic: 'fatal' }] });

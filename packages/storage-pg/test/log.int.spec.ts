@@ -89,6 +89,18 @@ describe('admin', () => {
     expect(await admin.createTopics({ topics: [{ topic: 'existing' }], ignoreExisting: true })).toBe(false);
   });
 
+  it('validateOnly answers as creating would, existing topics included, and creates nothing', async () => {
+    const admin = freshAnnals().admin();
+    await admin.createTopics({ topics: [{ topic: 'existing' }] });
+    expect(await admin.createTopics({ topics: [{ topic: 'fresh', numPartitions: 3 }], validateOnly: true })).toBe(true);
+    const error = await admin.createTopics({ topics: [{ topic: 'fresh' }, { topic: 'existing' }], validateOnly: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TopicAlreadyExistsError);
+    expect((error as TopicAlreadyExistsError).topic).toBe('existing');
+    expect(await admin.createTopics({ topics: [{ topic: 'existing' }], validateOnly: true, ignoreExisting: true })).toBe(false);
+    await expect(admin.createTopics({ topics: [{ topic: 'a b' }], validateOnly: true })).rejects.toBeInstanceOf(InvalidTopicError);
+    expect(await admin.listTopics()).toEqual(['existing']);
+  });
+
   it('refuses odd topic names and bad partition counts before touching the database', async () => {
     const admin = freshAnnals().admin();
     for (const topic of ['', 'a b', 'x'.repeat(250), '..', 'orders;DROP TABLE records', '"quoted"']) {

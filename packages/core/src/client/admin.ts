@@ -209,7 +209,15 @@ export class Admin {
       if (names.has(s.name)) throw new InvalidOptionsError(`createTopics lists topic "${s.name}" twice.`, { topic: s.name });
       names.add(s.name);
     }
-    if (options.validateOnly || specs.length === 0) return true;
+    if (specs.length === 0) return true;
+    if (options.validateOnly) {
+      // As Kafka's validateOnly: the answer creating would give, an existing topic included.
+      const existing = new Set(await this.#run(() => this.#ctx.storage.listTopics()));
+      const taken = specs.find((s) => existing.has(s.name));
+      if (!taken) return true;
+      if (options.ignoreExisting) return false;
+      throw new TopicAlreadyExistsError(`Topic "${taken.name}" already exists. Nothing was created (validateOnly).`, { topic: taken.name });
+    }
     try {
       await this.#run(() => this.#ctx.storage.createTopics(specs));
     } catch (error) {

@@ -337,7 +337,11 @@ export class Consumer<TDb = unknown> {
   readonly #subscriptions: Subscription[] = [];
   readonly #listeners = new Map<string, Set<(event: InstrumentationEvent<any>) => void>>();
   readonly #owned = new Map<string, PartitionState>();
-  readonly #pausedTopics = new Map<string, Set<number> | 'all'>();
+  /**
+   * Pauses by topic: either the whole topic (partitions assigned later too) but for those resumed
+   * one by one since, or only the listed partitions.
+   */
+  readonly #pausedTopics = new Map<string, { readonly all: true; readonly except: Set<number> } | { readonly all: false; readonly only: Set<number> }>();
   #eventId = 0;
   #session: GroupSession | undefined;
   #running: Promise<void> | undefined;
@@ -496,7 +500,11 @@ export class Consumer<TDb = unknown> {
   /** Pauses fetching from topics (all partitions, or the listed ones). */
   pause(topics: ReadonlyArray<{ topic: string; partitions?: number[] }>): void {
     for (const t of topics) {
-      this.#pausedTopics.set(t.topic, t.partitions ? new Set([...(this.#pausedTopics.get(t.topic) === 'all' ? [] : (this.#pausedTopics.get(t.topic) as Set<number> | undefined) ?? []), ...t.partitions]) : 'all');
+      const current = this.#pausedTopics.get(t.topic);
+      if (!t.partitions) this.#pausedTopics.set(t.topic, { all: true, except: new Set() });
+      else if (current?.all) for (const p of t.partitions) current.except.delete(p);
+      else if (current) for (const p of t.partitions) current.only.add(p);
+      else this.#pausedTopics.set(t.topic, { all: false, only: new Set(t.partitions) });
     }
   }
 
@@ -504,8 +512,12 @@ export class Consumer<TDb = unknown> {
   resume(topics: ReadonlyArray<{ topic: string; partitions?: number[] }>): void {
     for (const t of topics) {
       const current = this.#pausedTopics.get(t.topic);
-      if (!t.partitions || current === 'all') this.#pausedTopics.delete(t.topic);
-      else if (current) for (const p of t.partitions) current.delete(p);
+      if (!t.partitions) this.#pausedTopics.delete(t.topic);
+      else if (current?.all) for (const p of t.partitions) current.except.add(p);
+      else if (current) {
+        for (const p of t.partitions) current.only.delete(p);
+        if (current.only.size === 0) this.#pausedTopics.delete(t.topic);
+      }
       for (const state of this.#owned.values()) {
         if (state.topic === t.topic && (!t.partitions || t.partitions.includes(state.partition))) {
           state.paused = false;
@@ -524,7 +536,7 @@ export class Consumer<TDb = unknown> {
 
   #isPaused(s: PartitionState): boolean {
     const p = this.#pausedTopics.get(s.topic);
-    return s.paused || p === 'all' || (p instanceof Set && p.has(s.partition));
+    return s.paused || (p !== undefined && (p.all ? !p.except.has(s.partition) : p.only.has(s.partition)));
   }
 
   /** Commits offsets (the next offset to consume) for partitions this member owns, fenced by generation. */

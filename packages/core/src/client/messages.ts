@@ -80,7 +80,7 @@ const asBuffer = (bytes: Uint8Array): Buffer =>
 /** Size of a record as `max.message.bytes` counts it: key + value + header names and values. */
 export function recordSize(key: Uint8Array | null, value: Uint8Array | null, headers: StoredHeaders | null): number {
   let size = (key?.byteLength ?? 0) + (value?.byteLength ?? 0);
-  if (headers) for (const [name, v] of Object.entries(headers)) size += name.length + v.byteLength;
+  if (headers) for (const [name, v] of Object.entries(headers)) size += Buffer.byteLength(name, 'utf8') + v.byteLength;
   return size;
 }
 
@@ -94,7 +94,7 @@ export function toKafkaMessage(record: StoredRecord): KafkaMessage {
     if (!Object.prototype.hasOwnProperty.call(stored, name)) continue;
     const v = stored[name]!;
     headers[name] = asBuffer(v);
-    size += name.length + v.byteLength;
+    size += Buffer.byteLength(name, 'utf8') + v.byteLength;
   }
   return {
     key: record.key ? asBuffer(record.key) : null,

@@ -17,7 +17,8 @@ describe('toKafkaMessage', () => {
     expect(Object.values(m.headers).every((h) => Buffer.isBuffer(h))).toBe(true);
     expect(m.headers['trace-id']!.toString()).toBe('abc');
     expect(m.size).toBe(recordSize(record.key, record.value, record.headers));
-    expect(m.size).toBe(2 + 5 + ('trace-id'.length + 3) + ('empty'.length + 0) + ('ünï'.length + 2));
+    // Header names count in UTF-8 bytes, like everything else ('ünï' is 3 characters, 5 bytes).
+    expect(m.size).toBe(2 + 5 + ('trace-id'.length + 3) + ('empty'.length + 0) + (bytes('ünï').length + 2));
     expect(m.attributes).toBe(0);
   });
 
