@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import pg from 'pg';
 import { sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_TOPIC_CONFIG, WrongExpectedVersionError, partitionFor, type AppendRecord, type TopicConfig } from '@annals/core';
+import { Annals, DEFAULT_TOPIC_CONFIG, WrongExpectedVersionError, partitionFor, type AppendRecord, type TopicConfig } from '@annals/core';
 import { PgLogStorage } from '../src/index.js';
 import { Order, OrderPaid, orders } from '../../core/test/fixtures/order-aggregate.js';
 import { adminClient, database, freshAnnals, freshStorage, sleep } from './support.js';
@@ -236,6 +236,27 @@ function keysPerPartition(prefix: string, partitions: number): string[] {
 
 const isBatch = (text: string) => text.startsWith('WITH input AS MATERIALIZED') && text.includes('unnest($1::text[], $2::int[], $3::bytea[]');
 const isLean = (text: string) => text.startsWith('WITH locked AS MATERIALIZED') && text.includes('stream_versions');
+
+describe('a client that has not connected yet', () => {
+  it('regression: aggregates connect it on first use, like every other call (load, append and handle threw NotConnectedError)', async () => {
+    const setup = freshAnnals();
+    await setup.admin().createTopics({ topics: [orders] });
+    const schema = (setup.storage as PgLogStorage).schema;
+    for (const call of [
+      (a: Annals<any>) => a.aggregates.load(orders, 'o-fresh'),
+      (a: Annals<any>) => a.aggregates.handle(Order, orders, 'o-fresh', { type: 'place', orderId: 'o-fresh', totalCents: 100 }),
+      (a: Annals<any>) => a.aggregates.append(orders, 'o-fresh', [paid('o-fresh', 1)], { expectedVersion: 1 }),
+    ]) {
+      const fresh = new Annals({ clientId: 'fresh', storage: new PgLogStorage({ connectionString: database.connectionString, schema }) });
+      try {
+        await call(fresh);
+      } finally {
+        await fresh.disconnect();
+      }
+    }
+    expect((await setup.aggregates.load(orders, 'o-fresh')).version).toBe(2);
+  });
+});
 
 describe('concurrent stream appends of one process (group commit)', () => {
   it('appends to streams of distinct partitions commit together in batch statements, and each is decided alone', async () => {

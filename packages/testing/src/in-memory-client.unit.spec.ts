@@ -44,6 +44,20 @@ describe('the cleaner through the client, on InMemoryLogStorage', () => {
     expect((await annals.admin().fetchTopicOffsets('profiles'))[0]!.high).toBe('0');
   });
 
+  it('regression: refuses a typed publish without a key on a compacted topic too (producer, transaction, and cleanup.policy compact,delete)', async () => {
+    await using annals = new Annals({ clientId: 'unit', storage: new InMemoryLogStorage() });
+    const Noted = defineEvent({ type: 'noted', versions: { 1: z.object({ id: z.string() }) } });
+    const notes = defineTopic({ name: 'notes', events: [Noted], config: { 'cleanup.policy': 'compact' } });
+    const both = defineTopic({ name: 'notes-both', events: [Noted], config: { 'cleanup.policy': 'compact,delete' } });
+    await annals.admin().createTopics({ topics: [notes, both] });
+    await expect(annals.producer().publish(notes, Noted, { id: 'x' })).rejects.toMatchObject({ name: 'InvalidRecordError', topic: 'notes' });
+    await expect(annals.transaction(async (tx) => tx.publish(both, Noted, { id: 'y' }))).rejects.toMatchObject({ name: 'InvalidRecordError', topic: 'notes-both' });
+    // With a key it goes through.
+    await annals.producer().publish(notes, Noted, { id: 'x' }, { key: 'x' });
+    expect((await annals.admin().fetchTopicOffsets('notes'))[0]!.high).toBe('1');
+    expect((await annals.admin().fetchTopicOffsets('notes-both'))[0]!.high).toBe('0');
+  });
+
   it('annals.cleaner.runOnce compacts a topic and reports what it did', async () => {
     await using annals = new Annals({ clientId: 'unit', storage: new InMemoryLogStorage(), cleaner: false });
     await annals.admin().createTopics({ topics: [{ topic: 'profiles', configEntries: [{ name: 'cleanup.policy', value: 'compact' }] }] });

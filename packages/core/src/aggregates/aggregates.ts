@@ -244,6 +244,8 @@ abstract class StreamOperations {
   protected async locate(topic: TopicContract, key: StreamKey): Promise<{ key: Uint8Array; partition: number }> {
     if (!topic || topic.kind !== 'annals.topic') throw new InvalidOptionsError('Streams need a topic contract from defineTopic(...).');
     const bytes = keyBytes(key, topic.name);
+    // Every call connects the client on first use, as the rest of the API does.
+    await this.#ctx.ensureConnected();
     const meta = await this.#ctx.metadata.get(topic.name);
     return { key: bytes, partition: partitionFor(bytes, meta.partitions) };
   }

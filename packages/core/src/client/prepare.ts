@@ -65,6 +65,15 @@ function checkSize(meta: TopicMetadata, record: AppendRecord, index: number): vo
   }
 }
 
+/** Compaction keeps the latest record of every key: on a compacted topic, every record needs one. */
+function checkKeyed(meta: TopicMetadata, topic: string, key: Uint8Array | null, what: string): void {
+  if (key !== null || !meta.config['cleanup.policy'].includes('compact')) return;
+  throw new InvalidRecordError(
+    `${what} for topic "${topic}" has no key, but the topic is compacted (cleanup.policy=${meta.config['cleanup.policy']}): compaction keeps the latest record of every key, so every record needs one. Nothing was written.`,
+    { topic },
+  );
+}
+
 export async function prepareMessages(
   ctx: ClientContext<any>,
   topic: string,
@@ -79,12 +88,7 @@ export async function prepareMessages(
     const value = m.value === null || m.value === undefined ? null : toBytes(m.value, `Message ${i} value`);
     const record: AppendRecord = { key, value, headers: toStoredHeaders(m.headers), timestamp: toTimestamp(m.timestamp) };
     checkSize(meta, record, i);
-    if (key === null && meta.config['cleanup.policy'].includes('compact')) {
-      throw new InvalidRecordError(
-        `Message ${i} for topic "${topic}" has no key, but the topic is compacted (cleanup.policy=${meta.config['cleanup.policy']}): compaction keeps the latest record of every key, so every record needs one. Nothing was written.`,
-        { topic },
-      );
-    }
+    checkKeyed(meta, topic, key, `Message ${i}`);
     const partition =
       m.partition !== undefined && m.partition !== null
         ? checkPartition(meta, m.partition)
@@ -136,6 +140,7 @@ export async function prepareEvent(
     timestamp: toTimestamp(options.timestamp),
   };
   checkSize(meta, record, 0);
+  checkKeyed(meta, topic.name, key, `Event "${event.type}"`);
   const partition =
     options.partition !== undefined
       ? checkPartition(meta, options.partition)
