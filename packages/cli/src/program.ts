@@ -34,7 +34,8 @@ const HELP_EPILOG = `
 Connection: --url, else DATABASE_URL, else "url" in annals.config.{js,mjs,json}.
 Exit codes: 0 ok, 1 error, 2 usage (bad command line, option, value or config key),
   3 refused because the consumer group is active, 4 not found, 5 already exists,
-  6 database unreachable, 130 interrupted.`;
+  6 database unreachable, 7 cleaner lease held elsewhere, 8 breaking schema change,
+  130 interrupted.`;
 
 /**
  * Builds the program. `setExitCode` receives the exit code of the command that ran.

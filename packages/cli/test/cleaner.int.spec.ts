@@ -74,3 +74,30 @@ describe('annals cleaner run', () => {
     expect(interval.stderr).toMatch(/--interval must be an integer ≥ 10/);
   });
 });
+
+describe('interrupts', () => {
+  it('regression: cleaner run --loop stops cleanly on SIGTERM and exits 0 (it was killed with 130)', async () => {
+    const { spawn } = await import('node:child_process');
+    const { BIN } = await import('./run-cli.js');
+    const child = spawn(process.execPath, [BIN, 'cleaner', 'run', '--loop', '--interval', '60000'], {
+      env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.connectionString },
+    });
+    let stdout = '';
+    const passed = new Promise<void>((resolve) =>
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        stdout += d;
+        if (/Cleaned|lease/.test(stdout)) resolve();
+      }),
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    try {
+      await Promise.race([passed, exited]);
+      child.kill('SIGTERM'); // while it waits for its next pass
+      expect(await exited).toBe(0);
+    } finally {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+    }
+  });
+});

@@ -220,6 +220,10 @@ describe('usage', () => {
     const help = await run(['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toContain('Exit codes: 0 ok, 1 error, 2 usage');
+    // Every code docs/cli.md lists (7 and 8 were missing).
+    for (const code of ['3 refused', '4 not found', '5 already exists', '6 database unreachable', '7 cleaner lease', '8 breaking schema', '130 interrupted']) {
+      expect(help.stdout.replace(/\s+/g, ' ')).toContain(code);
+    }
     const version = await run(['--version']);
     expect(version).toMatchObject({ code: 0, stdout: '0.1.0\n' });
   });

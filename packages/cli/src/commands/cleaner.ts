@@ -83,6 +83,9 @@ export const cleanerCommands: CommandGroup = (program, kit) => {
       kit.action(async (ctx, flags: CleanerRunFlags) => {
         const interval = positiveInt(flags.interval, '--interval', 10);
         const chunk = positiveInt(flags.chunk, '--chunk', 1);
+        // SIGINT/SIGTERM stop the pass in flight at its next chunk (what was done stays done; the
+        // next pass goes on from there) and end with exit 0; a second signal ends it at once.
+        ctx.io.handlesInterrupt?.();
         if (!flags.loop) return pass(ctx, flags.topic, chunk);
         const signal = ctx.io.signal;
         for (;;) {
