@@ -106,8 +106,12 @@ export interface HandleResult<C extends AnyEventContract, S> {
   readonly events: EventData<C>[];
   /** Conflicts retried before the append went through. */
   readonly retries: number;
-  /** Whether a snapshot was stored after the append, or why storing it failed (it never fails `handle`). */
-  readonly snapshot: 'stored' | 'not-due' | { readonly error: unknown };
+  /**
+   * Whether a snapshot was stored after the append: `'stored'`; `'not-due'`; `'kept'` when one was
+   * due but the stream already had a snapshot that is not replaced (a newer schema version, or a
+   * version at least as high); or why storing it failed (it never fails `handle`).
+   */
+  readonly snapshot: 'stored' | 'kept' | 'not-due' | { readonly error: unknown };
 }
 
 /** What `tx.aggregates.handle` returns: the outcome if the transaction commits. */
@@ -512,8 +516,8 @@ export class Aggregates extends StreamOperations {
     if (!crossed && !missing) return 'not-due';
     try {
       const encoded = this.ctx.codec.encode(policy.serialize(state));
-      await this.ctx.storage.saveSnapshot({ name: decider.name, topic: topic.name, key, schemaVersion: policy.version, version, offset, state: encoded });
-      return 'stored';
+      const stored = await this.ctx.storage.saveSnapshot({ name: decider.name, topic: topic.name, key, schemaVersion: policy.version, version, offset, state: encoded });
+      return stored ? 'stored' : 'kept';
     } catch (error) {
       return { error };
     }
