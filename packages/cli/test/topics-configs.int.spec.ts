@@ -82,7 +82,9 @@ describe('topics', () => {
     expect(again.stderr).toContain('TOPIC_ALREADY_EXISTS');
     const tolerant = await run(['topics', 'create', 'orders', '--if-not-exists', '--json']);
     expect(tolerant.code).toBe(0);
-    expect(json(tolerant)).toMatchObject({ topic: 'orders', created: false });
+    // The topic as it is (3 partitions, its configs), not the request's defaults (it echoed 1 and {}).
+    expect(json(tolerant)).toEqual({ topic: 'orders', created: false, partitions: 3, configs: { 'cleanup.policy': 'compact,delete', 'retention.ms': '86400000' } });
+    expect((await run(['topics', 'create', 'orders', '--if-not-exists'])).stdout).toBe('Topic "orders" already exists (3 partition(s)); nothing changed.\n');
   });
 
   it('refuses a bad topic name, partition count or config key with exit 2', async () => {

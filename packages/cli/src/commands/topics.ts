@@ -64,9 +64,14 @@ export const topicsCommands: CommandGroup = (program, kit) => {
           .client()
           .admin()
           .createTopics({ topics: [{ topic: name, numPartitions: partitions, configEntries }], ignoreExisting: options.ifNotExists === true });
-        ctx.print({ topic: name, created, partitions, configs: Object.fromEntries(configEntries.map((e) => [e.name, e.value])) }, () =>
-          created ? `Created topic "${name}" with ${partitions} partition(s).\n` : `Topic "${name}" already exists; nothing changed.\n`,
-        );
+        if (created) {
+          ctx.print({ topic: name, created, partitions, configs: Object.fromEntries(configEntries.map((e) => [e.name, e.value])) }, () => `Created topic "${name}" with ${partitions} partition(s).\n`);
+          return;
+        }
+        // Left alone: report the topic as it is (not the request), non-default configs as `topics describe` shows them.
+        const [existing] = await describeTopics(ctx, [name]);
+        const configs = Object.fromEntries(existing!.overrides.map((k) => [k, existing!.configs[k]]));
+        ctx.print({ topic: name, created, partitions: existing!.partitions, configs }, () => `Topic "${name}" already exists (${existing!.partitions} partition(s)); nothing changed.\n`);
       }),
     );
 
