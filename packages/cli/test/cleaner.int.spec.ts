@@ -1,7 +1,7 @@
 /** `annals cleaner run` through the built binary: a pass's report, --json, the lease, bad input. */
 import { useTestDatabase } from '@annals/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { json, runCli, testClient, type TestClient } from './run-cli.js';
+import { interruptCli, json, runCli, testClient, type TestClient } from './run-cli.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -77,27 +77,8 @@ describe('annals cleaner run', () => {
 
 describe('interrupts', () => {
   it('regression: cleaner run --loop stops cleanly on SIGTERM and exits 0 (it was killed with 130)', async () => {
-    const { spawn } = await import('node:child_process');
-    const { BIN } = await import('./run-cli.js');
-    const child = spawn(process.execPath, [BIN, 'cleaner', 'run', '--loop', '--interval', '60000'], {
-      env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.connectionString },
-    });
-    let stdout = '';
-    const passed = new Promise<void>((resolve) =>
-      child.stdout.setEncoding('utf8').on('data', (d: string) => {
-        stdout += d;
-        if (/Cleaned|lease/.test(stdout)) resolve();
-      }),
-    );
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    try {
-      await Promise.race([passed, exited]);
-      child.kill('SIGTERM'); // while it waits for its next pass
-      expect(await exited).toBe(0);
-    } finally {
-      clearTimeout(timer);
-      child.kill('SIGKILL');
-    }
+    // SIGTERM once its first pass has reported (or found the lease held): it is waiting for the next one.
+    const code = await interruptCli(['cleaner', 'run', '--loop', '--interval', '60000'], { url: db.connectionString, ready: /Cleaned|lease/, stream: 'stdout', signal: 'SIGTERM' });
+    expect(code).toBe(0);
   });
 });

@@ -4,7 +4,7 @@ import { defineEvent, defineTopic } from '@annals/core';
 import { useTestDatabase } from '@annals/testing';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { BIN, json, runCli, testClient, type TestClient } from './run-cli.js';
+import { BIN, interruptCli, json, runCli, testClient, type TestClient } from './run-cli.js';
 
 // Every test spawns the binary several times; on a loaded machine one spawn can take seconds.
 vi.setConfig({ testTimeout: 120_000 });
@@ -139,26 +139,8 @@ describe('consume offsets and limits', () => {
 
 describe('interrupts', () => {
   it('consume stops cleanly on SIGINT and exits 0', async () => {
-    const child = spawn(process.execPath, [BIN, 'consume', 'lines', '-o', 'end', '--verbose'], {
-      env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: db.connectionString },
-    });
-    let stderr = '';
-    const started = new Promise<void>((resolve) =>
-      child.stderr.setEncoding('utf8').on('data', (d: string) => {
-        stderr += d;
-        if (stderr.includes('following.')) resolve();
-      }),
-    );
-    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    try {
-      await Promise.race([started, exited]);
-      child.kill('SIGINT');
-      expect(await exited).toBe(0);
-    } finally {
-      clearTimeout(timer);
-      child.kill('SIGKILL');
-    }
+    const code = await interruptCli(['consume', 'lines', '-o', 'end', '--verbose'], { url: db.connectionString, ready: /following\./, stream: 'stderr', signal: 'SIGINT' });
+    expect(code).toBe(0);
   });
 });
 

@@ -62,6 +62,35 @@ export function runCli(args: readonly string[], input: RunCliInput = {}): Promis
   });
 }
 
+/**
+ * Starts `node dist/bin.js ...args`, waits until its `stream` output matches `ready` (or it exits),
+ * sends `signal` and resolves with its exit code. Killed after 60 s whatever happens.
+ */
+export async function interruptCli(
+  args: readonly string[],
+  input: { readonly url: string; readonly ready: RegExp; readonly stream: 'stdout' | 'stderr'; readonly signal: NodeJS.Signals },
+): Promise<number | null> {
+  if (!existsSync(BIN)) throw new Error(`${BIN} does not exist: build first (npx tsc -b; npm test does it in pretest).`);
+  const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: input.url } });
+  let seen = '';
+  const ready = new Promise<void>((resolve) =>
+    child[input.stream].setEncoding('utf8').on('data', (d: string) => {
+      seen += d;
+      if (input.ready.test(seen)) resolve();
+    }),
+  );
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  try {
+    await Promise.race([ready, exited]);
+    child.kill(input.signal);
+    return await exited;
+  } finally {
+    clearTimeout(timer);
+    child.kill('SIGKILL');
+  }
+}
+
 /** Parses stdout as JSON (fails the test with the output when it is not). */
 export function json<T = unknown>(result: CliResult): T {
   try {

@@ -14,6 +14,10 @@ import { adminClient, database, freshAnnals, freshStorage, sleep } from './suppo
 
 const rec = (key: string, value: string): AppendRecord => ({ key: Buffer.from(key), value: Buffer.from(value), headers: null, timestamp: null });
 
+/** Joins group 'g' on `storage` directly (the storage port), as a member of `topic` that ignores events. */
+const joinAsMember = (storage: PgLogStorage, topic: string) =>
+  storage.joinGroup('g', { clientId: 'c', clientHost: 'h', topics: [topic], sessionTimeoutMs: 10_000 }, { onGroupChange: () => {}, onAppend: () => {}, onLost: () => {} });
+
 async function readAll(annals: Annals<any>, topic: string, partitions: number): Promise<string[]> {
   const values: string[] = [];
   for (let p = 0; p < partitions; p++) {
@@ -493,12 +497,10 @@ describe('clients of a pool the application passes in', () => {
     await setup.createTopics([{ name: 'grouped', partitions: 1, config: DEFAULT_TOPIC_CONFIG }]);
     await withDoomedConnection(setup.schema, { migrate: false, poolMax: 2 }, async (storage, doomed) => {
       await storage.connect();
-      const member = { clientId: 'c', clientHost: 'h', topics: ['grouped'], sessionTimeoutMs: 10_000 };
-      const events = { onGroupChange: () => {}, onAppend: () => {}, onLost: () => {} };
-      await doomed(() => storage.joinGroup('g', member, events));
+      await doomed(() => joinAsMember(storage, 'grouped'));
       // A session holds one of the two clients; the append needs the other, which a client kept
       // checked out after the failed start would have taken for good.
-      const session = await storage.joinGroup('g', member, events);
+      const session = await joinAsMember(storage, 'grouped');
       const appended = await new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('the append never got a client')), 10_000);
         storage.append([{ topic: 'grouped', partition: 0, records: [rec('k', 'v')] }]).then((r) => {
@@ -527,8 +529,7 @@ describe('clients of a pool the application passes in', () => {
     const blocker = await adminClient();
     try {
       await storage.connect();
-      const member = { clientId: 'c', clientHost: 'h', topics: ['owned'], sessionTimeoutMs: 10_000 };
-      const session = await storage.joinGroup('g', member, { onGroupChange: () => {}, onAppend: () => {}, onLost: () => {} });
+      const session = await joinAsMember(storage, 'owned');
       expect(await session.claim('owned', 0)).toMatchObject({ acquired: true });
       expect(await advisoryLocks()).toBe(1);
       // Another transaction holds the member's row: leave()'s DELETE waits, and is cut off.
@@ -557,9 +558,8 @@ describe('clients of a pool the application passes in', () => {
     const storage = new PgLogStorage({ pool, schema: setup.schema, migrate: false });
     try {
       await storage.connect();
-      const member = { clientId: 'c', clientHost: 'h', topics: ['reused'], sessionTimeoutMs: 10_000 };
       for (let i = 0; i < 5; i++) {
-        const session = await storage.joinGroup('g', member, { onGroupChange: () => {}, onAppend: () => {}, onLost: () => {} });
+        const session = await joinAsMember(storage, 'reused');
         await session.leave();
         const lease = await storage.cleaner.acquireCleaner();
         await lease!.release();
@@ -612,8 +612,7 @@ describe('dedicated connections (group sessions, LISTEN)', () => {
     try {
       await storage.connect();
       const hole = proxy.blackhole(4_000);
-      const member = { clientId: 'c', clientHost: 'h', topics: ['holed'], sessionTimeoutMs: 10_000 };
-      for (const call of [() => storage.joinGroup('g', member, { onGroupChange: () => {}, onAppend: () => {}, onLost: () => {} }), () => storage.watch(['holed'], () => {})]) {
+      for (const call of [() => joinAsMember(storage, 'holed'), () => storage.watch(['holed'], () => {})]) {
         const t0 = Date.now();
         await expect(call()).rejects.toMatchObject({ retriable: true });
         expect(Date.now() - t0).toBeLessThan(2_500);
