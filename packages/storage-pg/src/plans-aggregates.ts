@@ -37,7 +37,7 @@
  * statement (one snapshot), through `records_stream_idx (topic, partition, key, offset)`.
  */
 import { quoteIdent } from './internal/ident.js';
-import { cachedText, type AppendGroup, type Statement, type Tables } from './plans.js';
+import { cachedText, recordColumns, type AppendGroup, type Statement, type Tables } from './plans.js';
 
 export interface StreamTables {
   readonly streamVersions: string;
@@ -409,31 +409,20 @@ ins AS (
 SELECT i.ord, ok.previous::text AS previous, h.base::text AS base, h.w
 FROM input i LEFT JOIN ok ON ok.ord = i.ord LEFT JOIN h ON h.ord = i.ord
 ORDER BY i.ord`);
-  const topics: string[] = [];
-  const partitions: number[] = [];
-  const keys: Uint8Array[] = [];
-  const expected: Array<string | null> = [];
-  const counts: number[] = [];
-  const recordOrd: number[] = [];
-  const recordIdx: number[] = [];
-  const timestamps: Array<Date | null> = [];
-  const values: Array<Uint8Array | null> = [];
-  const headers: Array<Uint8Array | null> = [];
-  entries.forEach((e, i) => {
-    topics.push(e.topic);
-    partitions.push(e.partition | 0);
-    keys.push(e.key);
-    expected.push(e.expected === null ? null : String(e.expected));
-    counts.push(e.rows.length);
-    e.rows.forEach((r, j) => {
-      recordOrd.push(i + 1);
-      recordIdx.push(j);
-      timestamps.push(r.timestamp);
-      values.push(r.value);
-      headers.push(r.headers);
-    });
-  });
-  return { text, values: [topics, partitions, keys, expected, counts, recordOrd, recordIdx, timestamps, values, headers] };
+  const r = recordColumns(entries);
+  const values = [
+    entries.map((e) => e.topic),
+    entries.map((e) => e.partition | 0),
+    entries.map((e) => e.key),
+    entries.map((e) => (e.expected === null ? null : String(e.expected))),
+    entries.map((e) => e.rows.length),
+    r.group,
+    r.index,
+    r.timestamps,
+    r.values,
+    r.headers,
+  ];
+  return { text, values };
 }
 
 /** The post-commit wake-up statement (kept here for callers that import it from this module). */

@@ -160,25 +160,31 @@ SELECT base::text AS base, w FROM h`);
  * offset, which the NOT NULL constraint turns into an error that aborts the whole statement — so an
  * append never half-succeeds. Groups must be sorted by (topic, partition) and unique.
  */
-export function appendStatement(t: Tables, groups: readonly AppendGroup[]): Statement {
-  const topics: string[] = [];
-  const partitions: number[] = [];
-  const counts: number[] = [];
-  const g: number[] = [];
-  const ordinals: number[] = [];
+/**
+ * The records of `groups` as column arrays for `unnest`: per record its group (from 1) and index
+ * in the group, and its columns. An all-NULL timestamp or headers column comes back as `null`
+ * (the common case: no explicit timestamps, no headers), which `unnest` pads with NULLs.
+ */
+export function recordColumns(groups: ReadonlyArray<{ readonly rows: AppendGroup['rows'] }>): {
+  group: number[];
+  index: number[];
+  timestamps: Array<Date | null> | null;
+  keys: Array<Uint8Array | null>;
+  values: Array<Uint8Array | null>;
+  headers: Array<Uint8Array | null> | null;
+} {
+  const group: number[] = [];
+  const index: number[] = [];
   const timestamps: Array<Date | null> = [];
   const keys: Array<Uint8Array | null> = [];
   const values: Array<Uint8Array | null> = [];
   const headers: Array<Uint8Array | null> = [];
   let anyTimestamp = false;
   let anyHeaders = false;
-  groups.forEach((group, gi) => {
-    topics.push(group.topic);
-    partitions.push(group.partition | 0);
-    counts.push(group.rows.length);
-    group.rows.forEach((row, i) => {
-      g.push(gi + 1);
-      ordinals.push(i);
+  groups.forEach((g, gi) => {
+    g.rows.forEach((row, i) => {
+      group.push(gi + 1);
+      index.push(i);
       timestamps.push(row.timestamp);
       keys.push(row.key);
       values.push(row.value);
@@ -187,6 +193,14 @@ export function appendStatement(t: Tables, groups: readonly AppendGroup[]): Stat
       if (row.headers !== null) anyHeaders = true;
     });
   });
+  return { group, index, timestamps: anyTimestamp ? timestamps : null, keys, values, headers: anyHeaders ? headers : null };
+}
+
+export function appendStatement(t: Tables, groups: readonly AppendGroup[]): Statement {
+  const topics = groups.map((g) => g.topic);
+  const partitions = groups.map((g) => g.partition | 0);
+  const counts = groups.map((g) => g.rows.length);
+  const r = recordColumns(groups);
   const text = cachedText(t, 'batch', () => `WITH input AS MATERIALIZED (
   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) WITH ORDINALITY AS i(topic, partition, n, g)
 ),
@@ -203,11 +217,7 @@ ins AS (
   LEFT JOIN heads h ON h.topic = i.topic AND h.partition = i.partition
 )
 SELECT topic, partition, base::text AS base, w FROM heads`);
-  // All-NULL columns (no explicit timestamps, no headers: the common case) go as NULL arrays, which unnest pads.
-  return {
-    text,
-    values: [topics, partitions, counts, g, ordinals, anyTimestamp ? timestamps : null, keys, values, anyHeaders ? headers : null],
-  };
+  return { text, values: [topics, partitions, counts, r.group, r.index, r.timestamps, r.keys, r.values, r.headers] };
 }
 
 /**
