@@ -17,6 +17,7 @@ import type {
 } from '@annals/core';
 import { CleanerLeaseLostError, InvalidOptionsError } from '@annals/core';
 import type pg from 'pg';
+import { attachListeners } from './internal/listeners.js';
 import { translatePgError } from './internal/pg-errors.js';
 import * as plans from './plans.js';
 import * as cleaning from './plans-cleaner.js';
@@ -31,9 +32,7 @@ export class PgCleanerLease implements CleanerLease {
   #lost = false;
   #released = false;
   #running: Promise<unknown> | undefined;
-  readonly #lose = () => {
-    this.#lost = true;
-  };
+  readonly #detach: () => void;
 
   constructor(
     private readonly client: SessionClient,
@@ -41,8 +40,10 @@ export class PgCleanerLease implements CleanerLease {
     private readonly tables: plans.Tables,
     private readonly cleanerTables: cleaning.CleanerTables,
   ) {
-    client.on('error', this.#lose);
-    client.on('end', this.#lose);
+    const lose = () => {
+      this.#lost = true;
+    };
+    this.#detach = attachListeners(client, { error: lose, end: lose });
   }
 
   get lost(): boolean {
@@ -76,8 +77,7 @@ export class PgCleanerLease implements CleanerLease {
       }
     }
     // A client of the application's pool goes back without this lease's listeners.
-    this.client.off('error', this.#lose);
-    this.client.off('end', this.#lose);
+    this.#detach();
     await this.close(this.client, broken);
   }
 

@@ -14,6 +14,7 @@ import {
   type PartitionClaim,
 } from '@annals/core';
 import type pg from 'pg';
+import { attachListeners } from './internal/listeners.js';
 import { translatePgError } from './internal/pg-errors.js';
 import type { Statement, Tables } from './plans.js';
 import * as plans from './plans-groups.js';
@@ -67,17 +68,9 @@ export class PgGroupSession implements GroupSession {
       this.#held.clear();
       this.#events.onLost(this.#lost);
     };
-    const onEnd = () => onLost(undefined);
-    client.on('notification', onNotification);
-    client.on('error', onLost);
-    client.on('end', onEnd);
-    // A client of the application's pool goes back to it: without its listeners, or they would
-    // pile up there and keep this session (and its consumer) reachable.
-    this.#detach = () => {
-      client.off('notification', onNotification);
-      client.off('error', onLost);
-      client.off('end', onEnd);
-    };
+    // Taken off in leave(): a client of the application's pool goes back without them, or they
+    // would pile up there and keep this session (and its consumer) reachable.
+    this.#detach = attachListeners(client, { notification: onNotification, error: onLost, end: () => onLost(undefined) });
   }
 
   /** Joins: registers the member and LISTENs. */

@@ -61,6 +61,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { decodeHeaders, encodeHeaders } from './internal/headers.js';
 import { validateSchemaName } from './internal/ident.js';
+import { attachListeners } from './internal/listeners.js';
 import { isConnectionFailure, translateCommitError, translatePgError } from './internal/pg-errors.js';
 import { migrateToLatest } from './migrations.js';
 import { PgSchemaRegistry } from './pg-schema-registry.js';
@@ -1973,15 +1974,7 @@ class PgListener {
       const partition = Number(message.payload.slice(slash + 1));
       for (const e of this.#entries) if (e.topics.has(topic)) e.listener(topic, partition);
     };
-    opened.on('error', lost);
-    opened.on('end', lost);
-    opened.on('notification', notified);
-    // Before a pool's client goes back: without these listeners (the guard's stays).
-    this.#detach = () => {
-      opened.off('error', lost);
-      opened.off('end', lost);
-      opened.off('notification', notified);
-    };
+    this.#detach = attachListeners(opened, { error: lost, end: lost, notification: notified });
     try {
       if (!('release' in opened)) await (opened as pg.Client).connect();
       await opened.query(`LISTEN ${this.#channelIdent}`);
